@@ -1,0 +1,61 @@
+// Command edge serves pgrelay's WebSocket clients and demo page. It subscribes
+// to Redis once and fans messages out to its clients; it never talks to
+// PostgreSQL. Scale it freely. Configuration comes from EDGE_* variables; -h
+// lists them.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kelseyhightower/envconfig"
+	"github.com/pgrelay/pgrelay/internal/edge"
+	"github.com/pgrelay/pgrelay/internal/logconf"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	var cfg edge.Config
+	if len(args) > 0 {
+		if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+			fmt.Println("edge: pgrelay's WebSocket fan-out from Redis to browsers.\n\nEnvironment:")
+			_ = envconfig.Usage("EDGE", &cfg)
+			fmt.Println()
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "edge: unexpected argument %q (configuration is in EDGE_* variables; -h lists them)\n", args[0])
+		return 2
+	}
+	if err := envconfig.CheckDisallowed("EDGE", &cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "edge: %v (-h lists the variables)\n", err)
+		return 2
+	}
+	if err := envconfig.Process("EDGE", &cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "edge: %v\n", err)
+		return 2
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "edge: %v\n", err)
+		return 2
+	}
+	log, err := logconf.New(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "edge: EDGE_LOG_*: %v\n", err)
+		return 2
+	}
+	cfg.Logger = log
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := edge.Run(ctx, cfg); err != nil {
+		log.Error("edge failed", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,60 @@
+// Command relay holds the only PostgreSQL LISTEN connection of a pgrelay
+// installation and republishes notifications to Redis. Run several: one leads,
+// the others stand by. Configuration comes from RELAY_* variables; -h lists them.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kelseyhightower/envconfig"
+	"github.com/pgrelay/pgrelay/internal/logconf"
+	"github.com/pgrelay/pgrelay/internal/relay"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	var cfg relay.Config
+	if len(args) > 0 {
+		if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+			fmt.Println("relay: PostgreSQL LISTEN/NOTIFY to Redis, for pgrelay edges.\n\nEnvironment:")
+			_ = envconfig.Usage("RELAY", &cfg)
+			fmt.Println()
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "relay: unexpected argument %q (configuration is in RELAY_* variables; -h lists them)\n", args[0])
+		return 2
+	}
+	if err := envconfig.CheckDisallowed("RELAY", &cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "relay: %v (-h lists the variables)\n", err)
+		return 2
+	}
+	if err := envconfig.Process("RELAY", &cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "relay: %v\n", err)
+		return 2
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "relay: %v\n", err)
+		return 2
+	}
+	log, err := logconf.New(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "relay: RELAY_LOG_*: %v\n", err)
+		return 2
+	}
+	cfg.Logger = log
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := relay.Run(ctx, cfg); err != nil {
+		log.Error("relay failed", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,121 @@
+// Package edge runs an edge process: one Redis subscription, a hub fanning
+// out to local WebSocket clients, the demo page, and the probes.
+//
+// Start with Run. The wiring is redisbus.Subscriber → hub.Hub → wsconn.Handler;
+// broker.go joins the first two so that a client's subscription is live in
+// Redis before its socket opens.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/event"
+	"github.com/pgrelay/pgrelay/internal/hub"
+	"github.com/pgrelay/pgrelay/internal/probe"
+	"github.com/pgrelay/pgrelay/internal/redisbus"
+	"github.com/pgrelay/pgrelay/internal/wsconn"
+	"github.com/pgrelay/pgrelay/web"
+	"github.com/redis/go-redis/v9"
+)
+
+// Run serves until ctx ends, then drains clients and returns nil. It returns
+// an error only for bad configuration or a port it cannot listen on; Redis
+// outages are waited out.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	ropts, _ := redis.ParseURL(cfg.RedisURL) // checked by Validate
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+
+	h := hub.New(hub.Options{
+		QueueSize: cfg.QueueSize,
+		OnKick: func(s *hub.Subscriber) {
+			log.Warn("slow client kicked", "channels", s.Channels(), "queue", s.QueueLen())
+		},
+	})
+	bus := redisbus.NewSubscriber(rdb, redisbus.SubscriberOptions{
+		Prefix: cfg.Prefix,
+		Logger: log,
+		Handle: func(e event.Event) { h.Publish(e.Channel, e.Frame()) },
+	})
+	ws := wsconn.New(wsconn.Options{
+		Broker:         &broker{hub: h, bus: bus},
+		OriginPatterns: cfg.AllowedOrigins,
+		MaxChannels:    cfg.MaxChannels,
+		WriteTimeout:   cfg.WriteTimeout,
+		PingInterval:   cfg.PingInterval,
+		Logger:         log,
+	})
+
+	var draining atomic.Bool
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", ws)
+	mux.Handle("GET /", http.FileServerFS(web.FS))
+	probe.Register(mux, func() (string, bool) {
+		switch {
+		case draining.Load():
+			return "draining", false
+		case !bus.Live():
+			return "redis subscription down", false
+		}
+		return fmt.Sprintf("ready, %d clients", ws.Len()), true
+	})
+
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("EDGE_HTTP_ADDR: %w", err)
+		}
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	busCtx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = bus.Run(busCtx) })
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("edge started", "addr", ln.Addr().String(), "prefix", cfg.Prefix)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("serve: %w", err)
+	}
+
+	// Readiness off first so no new client is routed here, then close the
+	// sockets (http.Server.Shutdown ignores hijacked connections).
+	draining.Store(true)
+	log.Info("edge draining", "clients", ws.Len(), "window", cfg.DrainTimeout)
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout+2*time.Second)
+	defer cancel()
+	if derr := ws.Shutdown(drainCtx, cfg.DrainTimeout*8/10); derr != nil {
+		log.Warn("drain timed out", "clients_left", ws.Len())
+	}
+	if serr := srv.Shutdown(drainCtx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		log.Warn("http shutdown", "err", serr)
+	}
+	stopBus()
+	wg.Wait()
+	log.Info("edge stopped")
+	return err
+}

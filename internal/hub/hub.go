@@ -1,0 +1,161 @@
+// Package hub fans messages out to the clients of one edge process.
+//
+// A Hub maps channel → subscribers. Publish hands an already-encoded frame to
+// every subscriber of the channel without ever blocking: each subscriber has a
+// bounded queue, and one whose queue is full is cut off (Kicked is closed) and
+// skipped from then on, so a slow client never delays the others. The owner of
+// a Subscriber drains Queue, watches Kicked, and calls Unsubscribe when done.
+//
+// All Hub methods are safe for concurrent use. The hub imports only the
+// standard library, so it can be tested with nothing but channels.
+package hub
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// DefaultQueueSize is the per-subscriber queue length used when Options.QueueSize is zero.
+const DefaultQueueSize = 256
+
+// Options configures a Hub.
+type Options struct {
+	// QueueSize is how many frames may wait for one subscriber's writer.
+	// Zero means DefaultQueueSize. A subscriber whose queue is full when a
+	// frame arrives is kicked.
+	QueueSize int
+	// OnKick, if set, is called once for each kicked subscriber, from the
+	// publishing goroutine. It must not block and must not call the Hub.
+	OnKick func(*Subscriber)
+}
+
+// Hub is an in-process channel → subscribers map. The zero value is not usable; call New.
+type Hub struct {
+	opts Options
+
+	mu   sync.RWMutex
+	subs map[string]map[*Subscriber]struct{}
+	n    int // subscribers registered
+}
+
+// New returns an empty Hub.
+func New(opts Options) *Hub {
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = DefaultQueueSize
+	}
+	return &Hub{opts: opts, subs: make(map[string]map[*Subscriber]struct{})}
+}
+
+// Subscriber is one client's registration: the channels it reads and its queue.
+type Subscriber struct {
+	channels []string
+	queue    chan []byte
+	kicked   chan struct{}
+	isKicked atomic.Bool
+}
+
+// Channels returns the channels s was subscribed with. Do not modify it.
+func (s *Subscriber) Channels() []string { return s.channels }
+
+// Queue delivers frames in publish order. It is never closed.
+func (s *Subscriber) Queue() <-chan []byte { return s.queue }
+
+// Kicked is closed when the hub cut s off because its queue was full.
+func (s *Subscriber) Kicked() <-chan struct{} { return s.kicked }
+
+// QueueLen is the number of frames waiting; for logs and metrics.
+func (s *Subscriber) QueueLen() int { return len(s.queue) }
+
+// Subscribe registers a new subscriber for channels (duplicates are ignored).
+func (h *Hub) Subscribe(channels []string) *Subscriber {
+	s := &Subscriber{
+		channels: dedupe(channels),
+		queue:    make(chan []byte, h.opts.QueueSize),
+		kicked:   make(chan struct{}),
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ch := range s.channels {
+		m := h.subs[ch]
+		if m == nil {
+			m = make(map[*Subscriber]struct{})
+			h.subs[ch] = m
+		}
+		m[s] = struct{}{}
+	}
+	h.n++
+	return s
+}
+
+// Unsubscribe removes s from every channel. Calling it twice is harmless.
+func (h *Hub) Unsubscribe(s *Subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	removed := false
+	for _, ch := range s.channels {
+		m := h.subs[ch]
+		if _, ok := m[s]; !ok {
+			continue
+		}
+		removed = true
+		delete(m, s)
+		if len(m) == 0 {
+			delete(h.subs, ch)
+		}
+	}
+	if removed {
+		h.n--
+	}
+}
+
+// Publish queues frame for every subscriber of channel and returns how many
+// accepted it. It never blocks; a subscriber with a full queue is kicked.
+// Frames published from one goroutine reach each subscriber in that order.
+// The frame is shared by all subscribers and must not be modified afterwards.
+func (h *Hub) Publish(channel string, frame []byte) (delivered int) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for s := range h.subs[channel] {
+		if s.isKicked.Load() {
+			continue
+		}
+		select {
+		case s.queue <- frame:
+			delivered++
+		default:
+			h.kick(s)
+		}
+	}
+	return delivered
+}
+
+// kick cuts s off once. Safe under the read lock: isKicked makes it idempotent
+// even when two publishers race for the same subscriber.
+func (h *Hub) kick(s *Subscriber) {
+	if s.isKicked.Swap(true) {
+		return
+	}
+	close(s.kicked)
+	if h.opts.OnKick != nil {
+		h.opts.OnKick(s)
+	}
+}
+
+// Len returns the number of registered subscribers.
+func (h *Hub) Len() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.n
+}
+
+func dedupe(in []string) []string {
+	out := make([]string, 0, len(in))
+	seen := make(map[string]bool, len(in))
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,28 @@
+// Package redisbus carries events between the relay and the edges over Redis
+// pub/sub. It owns the Redis key and channel names and the envelope format.
+//
+// The relay uses a Publisher: each Publish gives the event the next id of its
+// channel (a counter key) and publishes the envelope in one Lua script, so ids
+// are assigned in publish order and never reused while Redis keeps its data.
+//
+// An edge uses one Subscriber: one Redis pub/sub connection whatever the number
+// of clients. Acquire subscribes to channels with reference counting and waits
+// until Redis confirms, so a client that Acquire returned for is live;
+// Release unsubscribes when the last user of a channel leaves. Run owns the
+// connection: it reads, pings, and reconnects with backoff, resubscribing to
+// every acquired channel. Messages published while the connection is down are
+// not seen (Redis pub/sub is at-most-once); Run logs each such gap.
+//
+// Names, for a prefix P: channel "P:ch:NAME" carries NAME's envelopes, key
+// "P:seq:NAME" holds NAME's last id, and "P:ctl" is a control channel every
+// edge subscribes to so its connection exists even with no clients.
+//
+// Publisher and Subscriber are safe for concurrent use.
+package redisbus
+
+// DefaultPrefix is the prefix of every key and channel unless configured.
+const DefaultPrefix = "pgrelay"
+
+func channelKey(prefix, name string) string { return prefix + ":ch:" + name }
+func seqKey(prefix, name string) string     { return prefix + ":seq:" + name }
+func controlChannel(prefix string) string   { return prefix + ":ctl" }

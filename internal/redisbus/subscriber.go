@@ -1,0 +1,258 @@
+package redisbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgrelay/pgrelay/internal/event"
+	"github.com/redis/go-redis/v9"
+)
+
+// SubscriberOptions configures a Subscriber.
+type SubscriberOptions struct {
+	// Prefix of every channel name. Empty means DefaultPrefix.
+	Prefix string
+	// Handle receives every valid event, in the order Redis delivered them,
+	// from Run's goroutine. It must not block.
+	Handle func(event.Event)
+	// Logger for reconnects and skipped messages. Nil means slog.Default().
+	Logger *slog.Logger
+	// PingInterval is how long the connection may stay silent before Run
+	// pings Redis; three silent intervals in a row count as a dead
+	// connection. Zero means 5s.
+	PingInterval time.Duration
+	// MinBackoff and MaxBackoff bound the exponential, jittered delay between
+	// reconnect attempts. Zero means 100ms and 5s.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Subscriber is an edge's single Redis pub/sub connection.
+type Subscriber struct {
+	rdb  *redis.Client
+	opts SubscriberOptions
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	ps    *redis.PubSub          // current connection; nil between connections
+	chans map[string]*chanState // acquired channels by name
+
+	live      atomic.Bool
+	malformed atomic.Uint64
+}
+
+type chanState struct {
+	refs      int
+	confirmed bool
+	ready     chan struct{} // closed when Redis confirms the subscription
+}
+
+// NewSubscriber returns a Subscriber; call Run to connect.
+func NewSubscriber(rdb *redis.Client, opts SubscriberOptions) *Subscriber {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.PingInterval <= 0 {
+		opts.PingInterval = 5 * time.Second
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 100 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 5 * time.Second
+	}
+	return &Subscriber{rdb: rdb, opts: opts, log: opts.Logger, chans: make(map[string]*chanState)}
+}
+
+// Live reports whether the pub/sub connection is up and answering.
+func (s *Subscriber) Live() bool { return s.live.Load() }
+
+// Malformed counts messages skipped because they were not valid envelopes.
+func (s *Subscriber) Malformed() uint64 { return s.malformed.Load() }
+
+// Acquire subscribes to channels (one reference each) and waits until Redis
+// has confirmed every one of them, or ctx ends. On error the references are
+// already released.
+func (s *Subscriber) Acquire(ctx context.Context, channels []string) error {
+	waits := make([]chan struct{}, 0, len(channels))
+	var fresh []string
+	s.mu.Lock()
+	for _, name := range channels {
+		st := s.chans[name]
+		if st == nil {
+			st = &chanState{ready: make(chan struct{})}
+			s.chans[name] = st
+			fresh = append(fresh, channelKey(s.opts.Prefix, name))
+		}
+		st.refs++
+		if !st.confirmed {
+			waits = append(waits, st.ready)
+		}
+	}
+	if s.ps != nil && len(fresh) > 0 {
+		// A failed write surfaces in Run, which reconnects and resubscribes
+		// to every acquired channel, so the error needs no handling here.
+		_ = s.ps.Subscribe(ctx, fresh...)
+	}
+	s.mu.Unlock()
+
+	for _, w := range waits {
+		select {
+		case <-w:
+		case <-ctx.Done():
+			s.Release(channels)
+			return fmt.Errorf("subscribe: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// Release drops one reference to each of channels and unsubscribes from those
+// no one uses any more.
+func (s *Subscriber) Release(channels []string) {
+	var gone []string
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, name := range channels {
+		st := s.chans[name]
+		if st == nil {
+			continue
+		}
+		if st.refs--; st.refs <= 0 {
+			delete(s.chans, name)
+			gone = append(gone, channelKey(s.opts.Prefix, name))
+		}
+	}
+	if s.ps != nil && len(gone) > 0 {
+		_ = s.ps.Unsubscribe(context.Background(), gone...)
+	}
+}
+
+// Run keeps the subscription alive until ctx ends, and returns ctx.Err().
+func (s *Subscriber) Run(ctx context.Context) error {
+	delay := s.opts.MinBackoff
+	for {
+		start := time.Now()
+		err := s.runOnce(ctx)
+		s.live.Store(false)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Since(start) > 2*s.opts.MaxBackoff {
+			delay = s.opts.MinBackoff // the connection had been healthy: start over
+		}
+		s.log.Warn("redis subscription lost; messages published until it is back are missed",
+			"err", err, "retry_in", delay.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(jitter(delay)):
+		}
+		delay = min(2*delay, s.opts.MaxBackoff)
+	}
+}
+
+// runOnce opens one pub/sub connection, subscribes to every acquired channel
+// and reads until the connection fails or ctx ends.
+func (s *Subscriber) runOnce(ctx context.Context) error {
+	ps := s.rdb.Subscribe(ctx)
+	defer func() {
+		s.mu.Lock()
+		s.ps = nil
+		s.mu.Unlock()
+		_ = ps.Close()
+	}()
+
+	s.mu.Lock()
+	names := []string{controlChannel(s.opts.Prefix)}
+	for name := range s.chans {
+		names = append(names, channelKey(s.opts.Prefix, name))
+	}
+	err := ps.Subscribe(ctx, names...)
+	if err == nil {
+		s.ps = ps
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+
+	silent := 0
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, s.opts.PingInterval)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return fmt.Errorf("receive: %w", err)
+			}
+			if silent++; silent >= 3 {
+				return fmt.Errorf("receive: no reply from redis in %s", 3*s.opts.PingInterval)
+			}
+			if err := ps.Ping(ctx); err != nil {
+				return fmt.Errorf("ping: %w", err)
+			}
+			continue
+		}
+		silent = 0
+		if !s.live.Swap(true) {
+			s.log.Info("redis subscription live", "channels", len(names))
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				s.confirm(m.Channel)
+			}
+		case *redis.Message:
+			s.deliver(m)
+		case *redis.Pong:
+		}
+	}
+}
+
+func (s *Subscriber) confirm(redisChannel string) {
+	name, ok := strings.CutPrefix(redisChannel, s.opts.Prefix+":ch:")
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.chans[name]; st != nil && !st.confirmed {
+		st.confirmed = true
+		close(st.ready)
+	}
+}
+
+func (s *Subscriber) deliver(m *redis.Message) {
+	name, ok := strings.CutPrefix(m.Channel, s.opts.Prefix+":ch:")
+	if !ok {
+		return // the control channel carries nothing yet
+	}
+	e, err := event.Decode([]byte(m.Payload))
+	if err == nil && e.Channel != name {
+		err = fmt.Errorf("envelope for channel %q published on %q", e.Channel, name)
+	}
+	if err != nil {
+		n := s.malformed.Add(1)
+		s.log.Warn("skipped malformed message from redis", "channel", name, "err", err, "skipped_total", n)
+		return
+	}
+	s.opts.Handle(e)
+}
+
+// jitter spreads d over [d/2, d) so that many edges do not retry in step.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}

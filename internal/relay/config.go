@@ -1,0 +1,94 @@
+package relay
+
+import (
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgrelay/pgrelay/internal/event"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config is the relay's configuration. cmd/relay fills it from RELAY_*
+// variables; tests start from DefaultConfig.
+type Config struct {
+	DatabaseURL       string        `split_words:"true" required:"true" desc:"PostgreSQL to LISTEN on, as a URL or key=value string; must be a direct (or session-pooled) connection"`
+	RedisURL          string        `split_words:"true" default:"redis://127.0.0.1:6379/0" desc:"Redis to publish to (redis:// or rediss://)"`
+	Channels          []string      `default:"data" desc:"comma-separated PostgreSQL channels to LISTEN on (quoted: any name up to 63 bytes)"`
+	Prefix            string        `default:"pgrelay" desc:"prefix of every Redis key and channel; several installations can share one Redis"`
+	LockKey           int64         `split_words:"true" desc:"advisory lock key that elects the leader; 0 derives it from RELAY_PREFIX"`
+	HTTPAddr          string        `split_words:"true" default:":8081" desc:"address serving /healthz and /readyz"`
+	LockRetryInterval time.Duration `split_words:"true" default:"250ms" desc:"how often a standby retries the leader lock; bounds takeover time"`
+	PingInterval      time.Duration `split_words:"true" default:"5s" desc:"idle time after which the leader pings PostgreSQL to check its connection"`
+	PublishTimeout    time.Duration `split_words:"true" default:"5s" desc:"bound on one publish to Redis; on failure the leader steps down and reconnects"`
+	LogLevel          string        `split_words:"true" default:"info" desc:"debug, info, warn or error"`
+	LogFormat         string        `split_words:"true" default:"json" desc:"json or text"`
+
+	// Listener, if set, is used instead of listening on HTTPAddr (tests).
+	Listener net.Listener `ignored:"true"`
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger `ignored:"true"`
+}
+
+// DefaultConfig returns the defaults documented in the struct tags, with no database.
+func DefaultConfig() Config {
+	return Config{
+		RedisURL:          "redis://127.0.0.1:6379/0",
+		Channels:          []string{"data"},
+		Prefix:            "pgrelay",
+		HTTPAddr:          ":8081",
+		LockRetryInterval: 250 * time.Millisecond,
+		PingInterval:      5 * time.Second,
+		PublishTimeout:    5 * time.Second,
+		LogLevel:          "info",
+		LogFormat:         "json",
+	}
+}
+
+// Validate reports the first bad setting, naming its variable.
+func (c Config) Validate() error {
+	if c.DatabaseURL == "" {
+		return fmt.Errorf("RELAY_DATABASE_URL: required")
+	}
+	if _, err := pgx.ParseConfig(c.DatabaseURL); err != nil {
+		// pgx redacts the password in its parse errors.
+		return fmt.Errorf("RELAY_DATABASE_URL: %w", err)
+	}
+	if _, err := redis.ParseURL(c.RedisURL); err != nil {
+		return fmt.Errorf("RELAY_REDIS_URL: %w", err)
+	}
+	if len(c.Channels) == 0 {
+		return fmt.Errorf("RELAY_CHANNELS: at least one channel is required")
+	}
+	for _, ch := range c.Channels {
+		if err := event.ValidateChannel(ch); err != nil {
+			return fmt.Errorf("RELAY_CHANNELS: %q: %w", ch, err)
+		}
+	}
+	switch {
+	case c.Prefix == "":
+		return fmt.Errorf("RELAY_PREFIX: must not be empty")
+	case c.LockRetryInterval <= 0:
+		return fmt.Errorf("RELAY_LOCK_RETRY_INTERVAL: must be positive, got %s", c.LockRetryInterval)
+	case c.PingInterval <= 0:
+		return fmt.Errorf("RELAY_PING_INTERVAL: must be positive, got %s", c.PingInterval)
+	case c.PublishTimeout <= 0:
+		return fmt.Errorf("RELAY_PUBLISH_TIMEOUT: must be positive, got %s", c.PublishTimeout)
+	}
+	return nil
+}
+
+// lockKey is LockKey, or a key derived from the prefix: relays sharing a
+// prefix share a leader, and installations with different prefixes on one
+// database do not block each other.
+func (c Config) lockKey() int64 {
+	if c.LockKey != 0 {
+		return c.LockKey
+	}
+	h := fnv.New64a()
+	h.Write([]byte("pgrelay leader lock:" + c.Prefix))
+	return int64(h.Sum64())
+}

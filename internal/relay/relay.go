@@ -1,0 +1,105 @@
+// Package relay runs a relay process: the PostgreSQL LISTEN connection (with
+// leadership), publishing to Redis, and the probes.
+//
+// Start with Run; the LISTEN side is pglisten, the Redis side redisbus.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgrelay/pgrelay/internal/pglisten"
+	"github.com/pgrelay/pgrelay/internal/probe"
+	"github.com/pgrelay/pgrelay/internal/redisbus"
+	"github.com/redis/go-redis/v9"
+)
+
+// Run relays until ctx ends and returns nil then. It returns an error only
+// for bad configuration or a port it cannot listen on: PostgreSQL and Redis
+// outages are retried with backoff.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	pgcfg, _ := pgx.ParseConfig(cfg.DatabaseURL) // checked by Validate
+	ropts, _ := redis.ParseURL(cfg.RedisURL)
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+	pub := redisbus.NewPublisher(rdb, cfg.Prefix)
+
+	var role atomic.Int32
+	l, err := pglisten.New(pglisten.Config{
+		ConnConfig:        pgcfg,
+		LockKey:           cfg.lockKey(),
+		Channels:          cfg.Channels,
+		LockRetryInterval: cfg.LockRetryInterval,
+		PingInterval:      cfg.PingInterval,
+		Logger:            log,
+		OnRole:            func(r pglisten.Role) { role.Store(int32(r)) },
+		Handle: func(ctx context.Context, channel, payload string) error {
+			ctx, cancel := context.WithTimeout(ctx, cfg.PublishTimeout)
+			defer cancel()
+			id, err := pub.Publish(ctx, channel, payload)
+			if err != nil {
+				log.Error("notification dropped: publish failed", "channel", channel, "bytes", len(payload), "err", err)
+				return err
+			}
+			log.Debug("published", "channel", channel, "id", id, "bytes", len(payload))
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+
+	mux := http.NewServeMux()
+	probe.Register(mux, func() (string, bool) {
+		r := pglisten.Role(role.Load())
+		return r.String(), r != pglisten.RoleConnecting
+	})
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("RELAY_HTTP_ADDR: %w", err)
+		}
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("relay started", "addr", ln.Addr().String(), "channels", cfg.Channels, "prefix", cfg.Prefix)
+
+	listenCtx, stopListen := context.WithCancel(ctx)
+	listenDone := make(chan struct{})
+	go func() {
+		defer close(listenDone)
+		_ = l.Run(listenCtx)
+	}()
+
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("serve: %w", err)
+	}
+	// Closing the LISTEN connection releases the lock at once, so a
+	// standby takes over without waiting for PostgreSQL to notice.
+	stopListen()
+	<-listenDone
+	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if serr := srv.Shutdown(shutCtx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		log.Warn("http shutdown", "err", serr)
+	}
+	log.Info("relay stopped")
+	return err
+}

@@ -1,0 +1,16 @@
+// Package wsconn serves the WebSocket endpoint: GET /ws?channel=a&channel=b.
+//
+// A request is checked before the upgrade (channel names, their number, the
+// server draining), then subscribed through a Broker, then upgraded. Because
+// the subscription is live before the 101 response, a client that sees its
+// socket open will receive every message published from then on.
+//
+// Each connection has exactly one goroutine writing messages (the handler's)
+// plus coder/websocket's CloseRead reader, which answers pings and closes, and
+// a pinger. Clients only listen: a data frame from a client closes that client
+// with 1008 (policy violation). A client the hub cut off for being too slow is
+// closed with 1013 (try again later) and may resume. On Shutdown every client
+// is closed with 1001 (going away), spread over the drain window.
+//
+// Handler is safe for concurrent use.
+package wsconn
