@@ -41,7 +41,7 @@ type Subscriber struct {
 	log  *slog.Logger
 
 	mu    sync.Mutex
-	ps    *redis.PubSub          // current connection; nil between connections
+	ps    *redis.PubSub         // current connection; nil between connections
 	chans map[string]*chanState // acquired channels by name
 
 	live      atomic.Bool

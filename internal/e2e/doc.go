@@ -1,0 +1,4 @@
+// Package e2e holds end-to-end tests: relays and edges run in-process against
+// a real PostgreSQL and Redis, with real WebSocket clients and a real headless
+// Chromium. It has no non-test code.
+package e2e

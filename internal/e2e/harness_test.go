@@ -1,0 +1,245 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/jackc/pgx/v5"
+	"github.com/pgrelay/pgrelay/internal/edge"
+	"github.com/pgrelay/pgrelay/internal/event"
+	"github.com/pgrelay/pgrelay/internal/relay"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+// logBuf collects a process's logs and prints them if the test fails.
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newLogger(t *testing.T, name string) (*slog.Logger, *logBuf) {
+	b := &logBuf{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- logs of %s ---\n%s", name, b.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
+}
+
+// proc is a relay or edge running in a goroutine.
+type proc struct {
+	name   string
+	addr   string // host:port of its HTTP server
+	logs   *logBuf
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// stop ends the process as SIGTERM would and waits for it.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	p.cancel()
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("%s: Run returned %v", p.name, err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s did not stop within 20s", p.name)
+	}
+}
+
+func (p *proc) url(path string) string { return "http://" + p.addr + path }
+
+func listen(t *testing.T) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+func start(t *testing.T, name string, ln net.Listener, run func(ctx context.Context) error) *proc {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &proc{name: name, addr: ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
+	go func() { p.done <- run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-p.done:
+		case <-time.After(20 * time.Second):
+			t.Errorf("%s did not stop within 20s of cleanup", name)
+		}
+	})
+	return p
+}
+
+// startRelay runs a relay with the test's prefix; mod may change its config.
+func startRelay(t *testing.T, name, prefix string, channels []string, mod ...func(*relay.Config)) *proc {
+	t.Helper()
+	cfg := relay.DefaultConfig()
+	cfg.DatabaseURL = testenv.DatabaseURL(t)
+	cfg.RedisURL = testenv.RedisURL(t)
+	cfg.Prefix = prefix
+	cfg.Channels = channels
+	cfg.Listener = listen(t)
+	var logs *logBuf
+	cfg.Logger, logs = newLogger(t, name)
+	for _, m := range mod {
+		m(&cfg)
+	}
+	p := start(t, name, cfg.Listener, func(ctx context.Context) error { return relay.Run(ctx, cfg) })
+	p.logs = logs
+	return p
+}
+
+// startEdge runs an edge with the test's prefix and waits until it is ready.
+func startEdge(t *testing.T, name, prefix string, mod ...func(*edge.Config)) *proc {
+	t.Helper()
+	cfg := edge.DefaultConfig()
+	cfg.RedisURL = testenv.RedisURL(t)
+	cfg.Prefix = prefix
+	cfg.Listener = listen(t)
+	cfg.DrainTimeout = time.Second
+	var logs *logBuf
+	cfg.Logger, logs = newLogger(t, name)
+	for _, m := range mod {
+		m(&cfg)
+	}
+	p := start(t, name, cfg.Listener, func(ctx context.Context) error { return edge.Run(ctx, cfg) })
+	p.logs = logs
+	waitReadyz(t, p, "ready")
+	return p
+}
+
+// readyz returns the status code and body of p's /readyz.
+func readyz(p *proc) (int, string, error) {
+	resp, err := http.Get(p.url("/readyz"))
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b)), err
+}
+
+// waitReadyz polls /readyz until it answers 200 with a body starting with want.
+func waitReadyz(t *testing.T, p *proc, want string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	var code int
+	var body string
+	var err error
+	for time.Now().Before(deadline) {
+		code, body, err = readyz(p)
+		if err == nil && code == http.StatusOK && strings.HasPrefix(body, want) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s /readyz: want 200 %q, last got %d %q (err %v)", p.name, want, code, body, err)
+}
+
+// waitLeader waits until exactly one of relays reports leader and returns it.
+func waitLeader(t *testing.T, relays ...*proc) *proc {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		var leaders []*proc
+		standbys := 0
+		for _, r := range relays {
+			_, body, _ := readyz(r)
+			switch body {
+			case "leader":
+				leaders = append(leaders, r)
+			case "standby":
+				standbys++
+			}
+		}
+		if len(leaders) > 1 {
+			t.Fatalf("%d relays report leader at once", len(leaders))
+		}
+		if len(leaders) == 1 && standbys == len(relays)-1 {
+			return leaders[0]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no single leader among %d relays within 15s", len(relays))
+	return nil
+}
+
+// client is a WebSocket client of an edge.
+type client struct {
+	t  *testing.T
+	ws *websocket.Conn
+}
+
+func dial(t *testing.T, p *proc, channels ...string) *client {
+	t.Helper()
+	q := make([]string, len(channels))
+	for i, ch := range channels {
+		q[i] = "channel=" + url.QueryEscape(ch)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/ws?"+strings.Join(q, "&"), nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", p.name, err)
+	}
+	ws.SetReadLimit(1 << 20)
+	t.Cleanup(func() { ws.CloseNow() })
+	return &client{t: t, ws: ws}
+}
+
+// next reads one frame and decodes it strictly as the documented format.
+func (c *client) next(timeout time.Duration) (event.Event, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	typ, b, err := c.ws.Read(ctx)
+	if err != nil {
+		return event.Event{}, err
+	}
+	if typ != websocket.MessageText {
+		return event.Event{}, fmt.Errorf("frame type %v, want text", typ)
+	}
+	var e event.Event
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		return event.Event{}, fmt.Errorf("frame %q: %w", b, err)
+	}
+	return e, nil
+}
+
+// notify sends one notification through conn.
+func notify(t *testing.T, conn *pgx.Conn, channel, payload string) {
+	t.Helper()
+	if _, err := conn.Exec(context.Background(), "SELECT pg_notify($1, $2)", channel, payload); err != nil {
+		t.Fatalf("pg_notify(%q): %v", channel, err)
+	}
+}
