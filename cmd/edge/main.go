@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,36 +18,37 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string) int {
+// run is main without the exit, for tests.
+func run(args []string, stdout, stderr io.Writer) int {
 	var cfg edge.Config
 	if len(args) > 0 {
 		if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
-			fmt.Println("edge: pgrelay's WebSocket fan-out from Redis to browsers.\n\nEnvironment:")
-			_ = envconfig.Usage("EDGE", &cfg)
-			fmt.Println()
+			fmt.Fprintln(stdout, "edge: pgrelay's WebSocket fan-out from Redis to browsers.\n\nEnvironment:")
+			_ = envconfig.Usagef("EDGE", &cfg, stdout, envconfig.DefaultTableFormat)
+			fmt.Fprintln(stdout)
 			return 0
 		}
-		fmt.Fprintf(os.Stderr, "edge: unexpected argument %q (configuration is in EDGE_* variables; -h lists them)\n", args[0])
+		fmt.Fprintf(stderr, "edge: unexpected argument %q (configuration is in EDGE_* variables; -h lists them)\n", args[0])
 		return 2
 	}
 	if err := envconfig.CheckDisallowed("EDGE", &cfg); err != nil {
-		fmt.Fprintf(os.Stderr, "edge: %v (-h lists the variables)\n", err)
+		fmt.Fprintf(stderr, "edge: %v (-h lists the variables)\n", err)
 		return 2
 	}
 	if err := envconfig.Process("EDGE", &cfg); err != nil {
-		fmt.Fprintf(os.Stderr, "edge: %v\n", err)
+		fmt.Fprintf(stderr, "edge: %v\n", err)
 		return 2
 	}
 	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "edge: %v\n", err)
+		fmt.Fprintf(stderr, "edge: %v\n", err)
 		return 2
 	}
-	log, err := logconf.New(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	log, err := logconf.New(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "edge: EDGE_LOG_*: %v\n", err)
+		fmt.Fprintf(stderr, "edge: %v\n", err)
 		return 2
 	}
 	cfg.Logger = log

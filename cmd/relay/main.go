@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,36 +17,37 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string) int {
+// run is main without the exit, for tests.
+func run(args []string, stdout, stderr io.Writer) int {
 	var cfg relay.Config
 	if len(args) > 0 {
 		if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
-			fmt.Println("relay: PostgreSQL LISTEN/NOTIFY to Redis, for pgrelay edges.\n\nEnvironment:")
-			_ = envconfig.Usage("RELAY", &cfg)
-			fmt.Println()
+			fmt.Fprintln(stdout, "relay: PostgreSQL LISTEN/NOTIFY to Redis, for pgrelay edges.\n\nEnvironment:")
+			_ = envconfig.Usagef("RELAY", &cfg, stdout, envconfig.DefaultTableFormat)
+			fmt.Fprintln(stdout)
 			return 0
 		}
-		fmt.Fprintf(os.Stderr, "relay: unexpected argument %q (configuration is in RELAY_* variables; -h lists them)\n", args[0])
+		fmt.Fprintf(stderr, "relay: unexpected argument %q (configuration is in RELAY_* variables; -h lists them)\n", args[0])
 		return 2
 	}
 	if err := envconfig.CheckDisallowed("RELAY", &cfg); err != nil {
-		fmt.Fprintf(os.Stderr, "relay: %v (-h lists the variables)\n", err)
+		fmt.Fprintf(stderr, "relay: %v (-h lists the variables)\n", err)
 		return 2
 	}
 	if err := envconfig.Process("RELAY", &cfg); err != nil {
-		fmt.Fprintf(os.Stderr, "relay: %v\n", err)
+		fmt.Fprintf(stderr, "relay: %v\n", err)
 		return 2
 	}
 	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "relay: %v\n", err)
+		fmt.Fprintf(stderr, "relay: %v\n", err)
 		return 2
 	}
-	log, err := logconf.New(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	log, err := logconf.New(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "relay: RELAY_LOG_*: %v\n", err)
+		fmt.Fprintf(stderr, "relay: %v\n", err)
 		return 2
 	}
 	cfg.Logger = log

@@ -57,7 +57,8 @@ type proc struct {
 	addr   string // host:port of its HTTP server
 	logs   *logBuf
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run has returned
+	err    error         // what Run returned; read after done
 }
 
 // stop ends the process as SIGTERM would and waits for it.
@@ -65,9 +66,9 @@ func (p *proc) stop(t *testing.T) {
 	t.Helper()
 	p.cancel()
 	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Errorf("%s: Run returned %v", p.name, err)
+	case <-p.done:
+		if p.err != nil {
+			t.Errorf("%s: Run returned %v", p.name, p.err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatalf("%s did not stop within 20s", p.name)
@@ -86,8 +87,11 @@ func listen(t *testing.T) net.Listener {
 
 func start(t *testing.T, name string, ln net.Listener, run func(ctx context.Context) error) *proc {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &proc{name: name, addr: ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
-	go func() { p.done <- run(ctx) }()
+	p := &proc{name: name, addr: ln.Addr().String(), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.err = run(ctx)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {

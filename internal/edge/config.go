@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/logconf"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -50,6 +51,12 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	if _, err := redis.ParseURL(c.RedisURL); err != nil {
 		return fmt.Errorf("EDGE_REDIS_URL: %w", err)
+	}
+	if err := logconf.CheckLevel(c.LogLevel); err != nil {
+		return fmt.Errorf("EDGE_LOG_LEVEL: %w", err)
+	}
+	if err := logconf.CheckFormat(c.LogFormat); err != nil {
+		return fmt.Errorf("EDGE_LOG_FORMAT: %w", err)
 	}
 	switch {
 	case c.Prefix == "":

@@ -62,6 +62,10 @@ type Config struct {
 	// reconnects. It runs on Run's goroutine, so it delays the next
 	// notification: keep it bounded (use ctx and a timeout).
 	Handle func(ctx context.Context, channel, payload string) error
+	// CanLead, if set, is asked before every attempt to take the lock; an
+	// error ends the connection and is retried with backoff. The relay uses
+	// it so that a relay that cannot reach Redis never becomes the leader.
+	CanLead func(ctx context.Context) error
 	// OnRole is told every role change. Optional; must not block.
 	OnRole func(Role)
 	// Logger; nil means slog.Default().
@@ -168,6 +172,11 @@ func (l *Listener) runOnce(ctx context.Context) error {
 // waitForLock returns once conn holds the advisory lock.
 func (l *Listener) waitForLock(ctx context.Context, conn *pgx.Conn) error {
 	for {
+		if l.cfg.CanLead != nil {
+			if err := l.cfg.CanLead(ctx); err != nil {
+				return fmt.Errorf("cannot lead: %w", err)
+			}
+		}
 		var got bool
 		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", l.cfg.LockKey).Scan(&got); err != nil {
 			return fmt.Errorf("try advisory lock: %w", err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgrelay/pgrelay/internal/event"
+	"github.com/pgrelay/pgrelay/internal/logconf"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -67,6 +68,12 @@ func (c Config) Validate() error {
 		if err := event.ValidateChannel(ch); err != nil {
 			return fmt.Errorf("RELAY_CHANNELS: %q: %w", ch, err)
 		}
+	}
+	if err := logconf.CheckLevel(c.LogLevel); err != nil {
+		return fmt.Errorf("RELAY_LOG_LEVEL: %w", err)
+	}
+	if err := logconf.CheckFormat(c.LogFormat); err != nil {
+		return fmt.Errorf("RELAY_LOG_FORMAT: %w", err)
 	}
 	switch {
 	case c.Prefix == "":

@@ -47,6 +47,14 @@ func Run(ctx context.Context, cfg Config) error {
 		PingInterval:      cfg.PingInterval,
 		Logger:            log,
 		OnRole:            func(r pglisten.Role) { role.Store(int32(r)) },
+		CanLead: func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, cfg.PublishTimeout)
+			defer cancel()
+			if err := rdb.Ping(ctx).Err(); err != nil {
+				return fmt.Errorf("redis: %w", err)
+			}
+			return nil
+		},
 		Handle: func(ctx context.Context, channel, payload string) error {
 			ctx, cancel := context.WithTimeout(ctx, cfg.PublishTimeout)
 			defer cancel()
