@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"bytes"
 	"context"
 	"net/url"
@@ -44,7 +45,17 @@ func TestBrowserPageShowsNotify(t *testing.T) {
 	r := startRelay(t, "relay", prefix, []string{channel})
 	t.Cleanup(func() { t.Logf("T before relay stop %v", time.Since(t0)) })
 	e := startEdge(t, "edge", prefix)
-	t.Cleanup(func() { t.Logf("T before edge stop %v", time.Since(t0)) })
+	t.Cleanup(func() {
+		t.Logf("T before edge stop %v", time.Since(t0))
+		go func() {
+			time.Sleep(1500 * time.Millisecond)
+			for _, g := range allG() {
+				if strings.Contains(g, "net/http") || strings.Contains(g, "pgrelay/internal") {
+					fmt.Fprintln(os.Stderr, g+"\n")
+				}
+			}
+		}()
+	})
 	waitLeader(t, r)
 	conn := testenv.Conn(t)
 
@@ -453,6 +464,13 @@ func TestBrowserTmpEdgeStop(t *testing.T) {
 		c.ws.CloseNow()
 	}
 	t0 := time.Now()
+	go func() { time.Sleep(1500 * time.Millisecond); for _, g := range allG() { if strings.Contains(g, "net/http") || strings.Contains(g, "pgrelay/internal") { t.Log(g) } } }()
 	e.stop(t)
 	t.Logf("edge stop took %v\n%s", time.Since(t0), e.logs.String())
+}
+
+func allG() []string {
+	buf := make([]byte, 1<<22)
+	n := runtime.Stack(buf, true)
+	return strings.Split(string(buf[:n]), "\n\n")
 }

@@ -125,6 +125,14 @@ func startRelay(t *testing.T, name, prefix string, channels []string, mod ...fun
 // startEdge runs an edge with the test's prefix and waits until it is ready.
 func startEdge(t *testing.T, name, prefix string, mod ...func(*edge.Config)) *proc {
 	t.Helper()
+	p := startEdgeNoWait(t, name, prefix, mod...)
+	waitReadyz(t, p, "ready")
+	return p
+}
+
+// startEdgeNoWait runs an edge with the test's prefix.
+func startEdgeNoWait(t *testing.T, name, prefix string, mod ...func(*edge.Config)) *proc {
+	t.Helper()
 	cfg := edge.DefaultConfig()
 	cfg.RedisURL = testenv.RedisURL(t)
 	cfg.Prefix = prefix
@@ -137,7 +145,6 @@ func startEdge(t *testing.T, name, prefix string, mod ...func(*edge.Config)) *pr
 	}
 	p := start(t, name, cfg.Listener, func(ctx context.Context) error { return edge.Run(ctx, cfg) })
 	p.logs = logs
-	waitReadyz(t, p, "ready")
 	return p
 }
 

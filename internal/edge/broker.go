@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"errors"
 
 	"github.com/pgrelay/pgrelay/internal/hub"
 	"github.com/pgrelay/pgrelay/internal/redisbus"
@@ -18,6 +19,10 @@ type broker struct {
 var _ wsconn.Broker = (*broker)(nil)
 
 func (b *broker) Subscribe(ctx context.Context, channels []string) (*hub.Subscriber, error) {
+	if !b.bus.Live() {
+		// Fail fast: the client retries, perhaps on an edge that is live.
+		return nil, errors.New("redis subscription down")
+	}
 	s := b.hub.Subscribe(channels)
 	if err := b.bus.Acquire(ctx, s.Channels()); err != nil {
 		b.hub.Unsubscribe(s)

@@ -131,7 +131,7 @@ func (l *Listener) Run(ctx context.Context) error {
 		if time.Since(start) > 2*l.cfg.MaxBackoff {
 			delay = l.cfg.MinBackoff // it had been working: start over
 		}
-		l.log.Warn("postgres connection lost", "err", err, "retry_in", delay.Round(time.Millisecond))
+		l.log.Warn("postgres session ended; reconnecting", "err", err, "retry_in", delay.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -166,6 +166,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 // and reads until the connection fails or ctx ends.
 func (s *Subscriber) runOnce(ctx context.Context) error {
 	ps := s.rdb.Subscribe(ctx)
+	// A blocked read does not watch ctx: closing the connection ends it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
 	defer func() {
 		s.mu.Lock()
 		s.ps = nil
