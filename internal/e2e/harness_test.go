@@ -41,7 +41,7 @@ func (b *logBuf) String() string {
 	return b.buf.String()
 }
 
-func newLogger(t *testing.T, name string) (*slog.Logger, *logBuf) {
+func newLogger(t testing.TB, name string) (*slog.Logger, *logBuf) {
 	b := &logBuf{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -62,7 +62,7 @@ type proc struct {
 }
 
 // stop ends the process as SIGTERM would and waits for it.
-func (p *proc) stop(t *testing.T) {
+func (p *proc) stop(t testing.TB) {
 	t.Helper()
 	p.cancel()
 	select {
@@ -77,7 +77,7 @@ func (p *proc) stop(t *testing.T) {
 
 func (p *proc) url(path string) string { return "http://" + p.addr + path }
 
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +85,7 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
-func start(t *testing.T, name string, ln net.Listener, run func(ctx context.Context) error) *proc {
+func start(t testing.TB, name string, ln net.Listener, run func(ctx context.Context) error) *proc {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &proc{name: name, addr: ln.Addr().String(), cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -104,7 +104,7 @@ func start(t *testing.T, name string, ln net.Listener, run func(ctx context.Cont
 }
 
 // startRelay runs a relay with the test's prefix; mod may change its config.
-func startRelay(t *testing.T, name, prefix string, channels []string, mod ...func(*relay.Config)) *proc {
+func startRelay(t testing.TB, name, prefix string, channels []string, mod ...func(*relay.Config)) *proc {
 	t.Helper()
 	cfg := relay.DefaultConfig()
 	cfg.DatabaseURL = testenv.DatabaseURL(t)
@@ -123,7 +123,7 @@ func startRelay(t *testing.T, name, prefix string, channels []string, mod ...fun
 }
 
 // startEdge runs an edge with the test's prefix and waits until it is ready.
-func startEdge(t *testing.T, name, prefix string, mod ...func(*edge.Config)) *proc {
+func startEdge(t testing.TB, name, prefix string, mod ...func(*edge.Config)) *proc {
 	t.Helper()
 	p := startEdgeNoWait(t, name, prefix, mod...)
 	waitReadyz(t, p, "ready")
@@ -131,7 +131,7 @@ func startEdge(t *testing.T, name, prefix string, mod ...func(*edge.Config)) *pr
 }
 
 // startEdgeNoWait runs an edge with the test's prefix.
-func startEdgeNoWait(t *testing.T, name, prefix string, mod ...func(*edge.Config)) *proc {
+func startEdgeNoWait(t testing.TB, name, prefix string, mod ...func(*edge.Config)) *proc {
 	t.Helper()
 	cfg := edge.DefaultConfig()
 	cfg.RedisURL = testenv.RedisURL(t)
@@ -160,7 +160,7 @@ func readyz(p *proc) (int, string, error) {
 }
 
 // waitReadyz polls /readyz until it answers 200 with a body starting with want.
-func waitReadyz(t *testing.T, p *proc, want string) {
+func waitReadyz(t testing.TB, p *proc, want string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	var code int
@@ -177,7 +177,7 @@ func waitReadyz(t *testing.T, p *proc, want string) {
 }
 
 // waitLeader waits until exactly one of relays reports leader and returns it.
-func waitLeader(t *testing.T, relays ...*proc) *proc {
+func waitLeader(t testing.TB, relays ...*proc) *proc {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
@@ -206,11 +206,11 @@ func waitLeader(t *testing.T, relays ...*proc) *proc {
 
 // client is a WebSocket client of an edge.
 type client struct {
-	t  *testing.T
+	t  testing.TB
 	ws *websocket.Conn
 }
 
-func dial(t *testing.T, p *proc, channels ...string) *client {
+func dial(t testing.TB, p *proc, channels ...string) *client {
 	t.Helper()
 	q := make([]string, len(channels))
 	for i, ch := range channels {
@@ -248,7 +248,7 @@ func (c *client) next(timeout time.Duration) (event.Event, error) {
 }
 
 // notify sends one notification through conn.
-func notify(t *testing.T, conn *pgx.Conn, channel, payload string) {
+func notify(t testing.TB, conn *pgx.Conn, channel, payload string) {
 	t.Helper()
 	if _, err := conn.Exec(context.Background(), "SELECT pg_notify($1, $2)", channel, payload); err != nil {
 		t.Fatalf("pg_notify(%q): %v", channel, err)
