@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"text/tabwriter"
 
 	"github.com/kelseyhightower/envconfig"
 	"github.com/pgrelay/pgrelay/internal/edge"
@@ -26,8 +27,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var cfg edge.Config
 	if len(args) > 0 {
 		if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
-			fmt.Fprintln(stdout, "edge: pgrelay's WebSocket fan-out from Redis to browsers.\n\nEnvironment:")
-			_ = envconfig.Usagef("EDGE", &cfg, stdout, envconfig.DefaultTableFormat)
+			fmt.Fprintf(stdout, "edge: pgrelay's WebSocket fan-out from Redis to browsers.\n\n")
+			tw := tabwriter.NewWriter(stdout, 1, 0, 4, ' ', 0)
+			_ = envconfig.Usagef("EDGE", &cfg, tw, envconfig.DefaultTableFormat)
+			_ = tw.Flush()
 			fmt.Fprintln(stdout)
 			return 0
 		}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"text/tabwriter"
 
 	"github.com/kelseyhightower/envconfig"
 	"github.com/pgrelay/pgrelay/internal/logconf"
@@ -25,8 +26,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var cfg relay.Config
 	if len(args) > 0 {
 		if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
-			fmt.Fprintln(stdout, "relay: PostgreSQL LISTEN/NOTIFY to Redis, for pgrelay edges.\n\nEnvironment:")
-			_ = envconfig.Usagef("RELAY", &cfg, stdout, envconfig.DefaultTableFormat)
+			fmt.Fprintf(stdout, "relay: PostgreSQL LISTEN/NOTIFY to Redis, for pgrelay edges.\n\n")
+			tw := tabwriter.NewWriter(stdout, 1, 0, 4, ' ', 0)
+			_ = envconfig.Usagef("RELAY", &cfg, tw, envconfig.DefaultTableFormat)
+			_ = tw.Flush()
 			fmt.Fprintln(stdout)
 			return 0
 		}
