@@ -250,8 +250,9 @@ cat <<EOF
    http://127.0.0.1:$edge2_port/
 
  Relays (LISTEN ${channels}):
-   relay-1  http://127.0.0.1:$relay1_port/readyz   $r1
-   relay-2  http://127.0.0.1:$relay2_port/readyz   $r2
+   relay-1  pid ${pids[0]}  http://127.0.0.1:$relay1_port/readyz   $r1
+   relay-2  pid ${pids[1]}  http://127.0.0.1:$relay2_port/readyz   $r2
+   (kill the leader's pid: the standby takes over and the pages keep updating)
 
  Send a notification:
    psql '$db_url' -c "NOTIFY ${first_channel}, 'green'"
@@ -268,10 +269,24 @@ EOF
 running=1
 # `wait -n` returns when any child exits; a trapped signal interrupts it and
 # runs the trap (which exits via cleanup).
+# A relay may be killed on purpose to watch the standby take over: the demo
+# goes on while one relay and both edges live.
+gone=()
 while :; do
-	wait -n "${pids[@]}" || true
+	live=()
 	for i in "${!pids[@]}"; do
-		if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+		[[ " ${gone[*]} " == *" $i "* ]] || live+=("${pids[$i]}")
+	done
+	wait -n "${live[@]}" 2>/dev/null || true
+	relays_alive=0
+	for i in 0 1; do kill -0 "${pids[$i]}" 2>/dev/null && relays_alive=$((relays_alive + 1)); done
+	for i in "${!pids[@]}"; do
+		if ! kill -0 "${pids[$i]}" 2>/dev/null && [[ " ${gone[*]} " != *" $i "* ]]; then
+			if [ "$i" -lt 2 ] && [ "$relays_alive" -gt 0 ]; then
+				say "${names[$i]} (pid ${pids[$i]}) exited; the other relay carries on"
+				gone+=("$i")
+				continue
+			fi
 			say "${names[$i]} (pid ${pids[$i]}) exited unexpectedly"
 			show_log "$i"
 			exit 1

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"bytes"
 	"context"
 	"net/url"
@@ -37,34 +36,17 @@ const (
 // (payloads matched case-insensitively after trimming, repeats counted) and
 // the log.
 func TestBrowserPageShowsNotify(t *testing.T) {
-	t0 := time.Now(); T0 = t0
 	requireChromium(t)
 	prefix := testenv.Name("browser")
 	channel := testenv.Name("data")
-	t.Cleanup(func() { t.Logf("T cleanup-all-done %v", time.Since(t0)) })
 	r := startRelay(t, "relay", prefix, []string{channel})
-	t.Cleanup(func() { t.Logf("T before relay stop %v", time.Since(t0)) })
 	e := startEdge(t, "edge", prefix)
-	t.Cleanup(func() {
-		t.Logf("T before edge stop %v", time.Since(t0))
-		go func() {
-			time.Sleep(1500 * time.Millisecond)
-			for _, g := range allG() {
-				if strings.Contains(g, "net/http") || strings.Contains(g, "pgrelay/internal") {
-					fmt.Fprintln(os.Stderr, g+"\n")
-				}
-			}
-		}()
-	})
 	waitLeader(t, r)
 	conn := testenv.Conn(t)
 
-	t.Logf("T servers %v", time.Since(t0))
 	b := startBrowser(t)
-	t.Logf("T browser %v", time.Since(t0))
 	b.open(e.url("/?channel=" + url.QueryEscape(channel)))
 	b.waitFor(`#state[data-state="connected"]`, "the page connects")
-	t.Logf("T connected %v", time.Since(t0))
 
 	s := b.snapshot()
 	if s.State != "connected" || s.StateText != "connected" {
@@ -102,9 +84,7 @@ func TestBrowserPageShowsNotify(t *testing.T) {
 	s.wantBars(t, `after " Blue "`, 0, 2, 1)
 	s.wantNewest(t, `after " Blue "`, 3, channel, " Blue ")
 
-	t.Logf("T asserted %v", time.Since(t0))
 	b.screenshot()
-	t.Logf("T shot %v", time.Since(t0))
 }
 
 // requireChromium fails the test when Chromium is missing: browser tests never
@@ -164,19 +144,15 @@ func startBrowser(t *testing.T) *browser {
 		if err := chromedp.Cancel(cctx); err != nil && ctx.Err() == nil {
 			t.Logf("closing chromium: %v", err)
 		}
-		t.Logf("T cancel %v", time.Since(T0))
 		cancel()
 		stopTab()
 		stopAlloc()
 		stopDeadline()
 		<-consoleDone
-		t.Logf("T stopped %v", time.Since(T0))
 		checkNoChromium(t, dir)
-		t.Logf("T noproc %v", time.Since(T0))
 		if liveBrowsers.Add(-1) == 0 {
 			checkNoChromedpGoroutines(t)
 		}
-		t.Logf("T nogo %v", time.Since(T0))
 		if t.Failed() {
 			t.Logf("--- chromium output ---\n%s", output.String())
 		}
@@ -452,25 +428,4 @@ func chromedpGoroutines() []string {
 		}
 	}
 	return left
-}
-
-var T0 time.Time
-
-func TestBrowserTmpEdgeStop(t *testing.T) {
-	prefix := testenv.Name("browser")
-	e := startEdge(t, "edge", prefix)
-	if os.Getenv("DIALWS") != "" {
-		c := dial(t, e, "x")
-		c.ws.CloseNow()
-	}
-	t0 := time.Now()
-	go func() { time.Sleep(1500 * time.Millisecond); for _, g := range allG() { if strings.Contains(g, "net/http") || strings.Contains(g, "pgrelay/internal") { t.Log(g) } } }()
-	e.stop(t)
-	t.Logf("edge stop took %v\n%s", time.Since(t0), e.logs.String())
-}
-
-func allG() []string {
-	buf := make([]byte, 1<<22)
-	n := runtime.Stack(buf, true)
-	return strings.Split(string(buf[:n]), "\n\n")
 }
