@@ -52,6 +52,7 @@ type Subscriber struct {
 	queue    chan []byte
 	kicked   chan struct{}
 	isKicked atomic.Bool
+	inHub    bool // guarded by Hub.mu
 }
 
 // Channels returns the channels s was subscribed with. Do not modify it.
@@ -83,6 +84,7 @@ func (h *Hub) Subscribe(channels []string) *Subscriber {
 		}
 		m[s] = struct{}{}
 	}
+	s.inHub = true
 	h.n++
 	return s
 }
@@ -91,20 +93,17 @@ func (h *Hub) Subscribe(channels []string) *Subscriber {
 func (h *Hub) Unsubscribe(s *Subscriber) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	removed := false
+	if !s.inHub {
+		return
+	}
+	s.inHub = false
+	h.n--
 	for _, ch := range s.channels {
 		m := h.subs[ch]
-		if _, ok := m[s]; !ok {
-			continue
-		}
-		removed = true
 		delete(m, s)
 		if len(m) == 0 {
 			delete(h.subs, ch)
 		}
-	}
-	if removed {
-		h.n--
 	}
 }
 
