@@ -158,12 +158,22 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber) {
 	ctx := ws.CloseRead(context.Background())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go h.ping(ctx, cancel, ws)
+	// writeCtx ends when the hub kicks this client: a write blocked on a
+	// client that stopped reading is abandoned at once, not after WriteTimeout.
+	writeCtx, cancelWrites := context.WithCancel(ctx)
+	defer cancelWrites()
+	go h.watch(ctx, cancel, cancelWrites, ws, sub)
 
 	for {
 		select {
+		case <-sub.Kicked(): // before any queued frame
+			ws.Close(CodeSlow, "slow client, reconnect later")
+			return
+		default:
+		}
+		select {
 		case frame := <-sub.Queue():
-			if err := h.write(ctx, ws, frame); err != nil {
+			if err := h.write(writeCtx, ws, frame); err != nil {
 				return
 			}
 		case <-sub.Kicked():
@@ -184,13 +194,18 @@ func (h *Handler) write(ctx context.Context, ws *websocket.Conn, frame []byte) e
 	return ws.Write(ctx, websocket.MessageText, frame)
 }
 
-// ping keeps the connection alive through proxies and finds dead peers.
-func (h *Handler) ping(ctx context.Context, fail context.CancelFunc, ws *websocket.Conn) {
+// watch pings the client to keep the connection alive through proxies and
+// to find dead peers (fail ends the connection), and abandons the writer's
+// current write when the hub kicks the client.
+func (h *Handler) watch(ctx context.Context, fail, kick context.CancelFunc, ws *websocket.Conn, sub *hub.Subscriber) {
 	t := time.NewTicker(h.opts.PingInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-sub.Kicked():
+			kick()
 			return
 		case <-t.C:
 		}

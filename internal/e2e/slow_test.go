@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/pgrelay/pgrelay/internal/edge"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+// A client that stops reading is cut off once its queue is full, and the
+// client beside it on the same edge and channel still gets every message.
+func TestSlowClientIsCutAlone(t *testing.T) {
+	const n = 3000
+	prefix, ch := testenv.Name("slow"), testenv.Name("data")
+	r := startRelay(t, "relay", prefix, []string{ch})
+	waitLeader(t, r)
+	e := startEdge(t, "edge", prefix) // default queue: 256 messages
+
+	// The slow client never reads, and its small receive buffer fills soon.
+	slow := dialWith(t, e, ch, smallBufferClient())
+	fast := dial(t, e, ch)
+
+	done := make(chan error, 1)
+	go func() { done <- expectSequenceFrom(fast, ch, n) }()
+	conn := testenv.Conn(t)
+	pad := strings.Repeat("p", 7900)
+	for i := range n {
+		notify(t, conn, ch, strconv.Itoa(i)+" "+pad)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("fast client: %v", err)
+	}
+
+	waitReadyz(t, e, "ready, 1 clients")
+	if !strings.Contains(e.logs.String(), "slow client kicked") {
+		t.Error("edge did not log the kick")
+	}
+	got := 0
+	for {
+		if _, err := slow.next(5 * time.Second); err != nil {
+			break
+		}
+		got++
+	}
+	if got >= n {
+		t.Fatalf("slow client received all %d messages; it was never cut", got)
+	}
+	t.Logf("slow client read %d of %d messages before its connection ended", got, n)
+}
+
+func expectSequenceFrom(c *client, ch string, n int) error {
+	for i := range n {
+		e, err := c.next(30 * time.Second)
+		if err != nil {
+			return err
+		}
+		if want := strconv.Itoa(i) + " "; e.Channel != ch || !strings.HasPrefix(e.Payload, want) {
+			return fmt.Errorf("message %d: got %q on %q", i, e.Payload[:min(10, len(e.Payload))], e.Channel)
+		}
+	}
+	return nil
+}
+
+// smallBufferClient dials with a 4 KiB receive buffer.
+func smallBufferClient() *http.Client {
+	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+}
+
+func dialWith(t *testing.T, p *proc, ch string, hc *http.Client) *client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/ws?channel="+ch, &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatalf("dial %s: %v", p.name, err)
+	}
+	ws.SetReadLimit(1 << 20)
+	t.Cleanup(func() { ws.CloseNow() })
+	return &client{t: t, ws: ws}
+}
+
+// Stopping an edge closes its clients with 1001 within the drain window.
+func TestEdgeShutdownSaysGoingAway(t *testing.T) {
+	e := startEdge(t, "edge", testenv.Name("drain"), func(c *edge.Config) { c.DrainTimeout = 500 * time.Millisecond })
+	cs := []*client{dial(t, e, "a"), dial(t, e, "b"), dial(t, e, "a", "b")}
+	errs := make(chan error, len(cs))
+	for _, c := range cs {
+		go func() {
+			_, err := c.next(10 * time.Second)
+			errs <- err
+		}()
+	}
+	start := time.Now()
+	e.stop(t)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("edge took %s to stop with a 500ms drain window", took)
+	}
+	for range cs {
+		if err := <-errs; websocket.CloseStatus(err) != websocket.StatusGoingAway {
+			t.Errorf("client: got %v, want close 1001", err)
+		}
+	}
+}

@@ -1,0 +1,512 @@
+package pglisten_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgrelay/pgrelay/internal/pglisten"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+const wait = 5 * time.Second // upper bound for anything that should be prompt
+
+type note struct{ channel, payload string }
+
+// logBuf collects a Listener's logs; they are printed if the test fails.
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// listener is a Listener under test, run in a goroutine.
+type listener struct {
+	name  string // its application_name
+	roles chan pglisten.Role
+	notes chan note
+
+	mu      sync.Mutex
+	history []pglisten.Role // every OnRole, in order
+
+	cancel context.CancelFunc
+	done   chan error // receives Run's result
+}
+
+// options tweak the Config of a test listener.
+type options struct {
+	channels []string
+	handle   func(ctx context.Context, channel, payload string) error // wraps recording; nil records only
+	canLead  func(ctx context.Context) error
+	ping     time.Duration
+}
+
+func lockKey() int64 { return rand.Int64() }
+
+// start runs a Listener for lockKey until the test ends.
+func start(t *testing.T, key int64, o options) *listener {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(testenv.DatabaseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &listener{
+		name:  testenv.Name("pglisten"),
+		roles: make(chan pglisten.Role, 100),
+		notes: make(chan note, 1000),
+		done:  make(chan error, 1),
+	}
+	cfg.RuntimeParams["application_name"] = l.name
+	logs := &logBuf{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs.mu.Lock()
+			t.Logf("--- logs of %s ---\n%s", l.name, logs.buf.String())
+			logs.mu.Unlock()
+		}
+	})
+	ln, err := pglisten.New(pglisten.Config{
+		ConnConfig: cfg,
+		LockKey:    key,
+		Channels:   o.channels,
+		Handle: func(ctx context.Context, channel, payload string) error {
+			select {
+			case l.notes <- note{channel, payload}:
+			default:
+				t.Errorf("%s: notification buffer full", l.name)
+			}
+			if o.handle != nil {
+				return o.handle(ctx, channel, payload)
+			}
+			return nil
+		},
+		CanLead: o.canLead,
+		OnRole: func(r pglisten.Role) {
+			l.mu.Lock()
+			l.history = append(l.history, r)
+			l.mu.Unlock()
+			select {
+			case l.roles <- r:
+			default:
+				t.Errorf("%s: role buffer full", l.name)
+			}
+		},
+		Logger:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		LockRetryInterval: 20 * time.Millisecond,
+		PingInterval:      o.ping,
+		MinBackoff:        10 * time.Millisecond,
+		MaxBackoff:        50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	go func() { l.done <- ln.Run(ctx) }()
+	t.Cleanup(func() { l.stop(t) })
+	return l
+}
+
+// stop cancels the listener and waits for Run to return context.Canceled.
+// Calling it twice is harmless.
+func (l *listener) stop(t *testing.T) {
+	t.Helper()
+	l.cancel()
+	select {
+	case err, ok := <-l.done:
+		if ok {
+			close(l.done)
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("%s: Run returned %v, want context.Canceled", l.name, err)
+			}
+		}
+	case <-time.After(wait):
+		t.Errorf("%s: Run did not return within %s of cancel", l.name, wait)
+	}
+}
+
+// waitRole reads role changes until want, or fails t.
+func (l *listener) waitRole(t *testing.T, want pglisten.Role) {
+	t.Helper()
+	timeout := time.After(wait)
+	for {
+		select {
+		case r := <-l.roles:
+			if r == want {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("%s did not become %s within %s (roles so far %v)", l.name, want, wait, l.rolesSoFar())
+		}
+	}
+}
+
+func (l *listener) rolesSoFar() []pglisten.Role {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]pglisten.Role(nil), l.history...)
+}
+
+// expect fails t unless the next notification handled is want.
+func (l *listener) expect(t *testing.T, want note) {
+	t.Helper()
+	select {
+	case got := <-l.notes:
+		if got != want {
+			t.Fatalf("%s handled %+v, want %+v", l.name, got, want)
+		}
+	case <-time.After(wait):
+		t.Fatalf("%s handled nothing within %s, want %+v", l.name, wait, want)
+	}
+}
+
+// noNotes fails t if l has handled anything not yet read.
+func (l *listener) noNotes(t *testing.T) {
+	t.Helper()
+	select {
+	case n := <-l.notes:
+		t.Fatalf("%s handled %+v, but it must not receive anything", l.name, n)
+	default:
+	}
+}
+
+func notify(t *testing.T, conn *pgx.Conn, channel, payload string) {
+	t.Helper()
+	if _, err := conn.Exec(context.Background(), "SELECT pg_notify($1, $2)", channel, payload); err != nil {
+		t.Fatalf("pg_notify(%q): %v", channel, err)
+	}
+}
+
+func TestRoleString(t *testing.T) {
+	t.Parallel()
+	for r, want := range map[pglisten.Role]string{
+		pglisten.RoleConnecting: "connecting",
+		pglisten.RoleStandby:    "standby",
+		pglisten.RoleLeader:     "leader",
+	} {
+		if got := r.String(); got != want {
+			t.Errorf("Role(%d).String() = %q, want %q", int(r), got, want)
+		}
+	}
+}
+
+func TestNewRequiresConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := pgx.ParseConfig("postgres://127.0.0.1:5432/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	handle := func(context.Context, string, string) error { return nil }
+	for _, tc := range []struct {
+		name string
+		cfg  pglisten.Config
+		ok   bool
+	}{
+		{"complete", pglisten.Config{ConnConfig: cfg, Channels: []string{"c"}, Handle: handle}, true},
+		{"no conn config", pglisten.Config{Channels: []string{"c"}, Handle: handle}, false},
+		{"nil channels", pglisten.Config{ConnConfig: cfg, Handle: handle}, false},
+		{"empty channels", pglisten.Config{ConnConfig: cfg, Channels: []string{}, Handle: handle}, false},
+		{"no handle", pglisten.Config{ConnConfig: cfg, Channels: []string{"c"}}, false},
+		{"nothing", pglisten.Config{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := pglisten.New(tc.cfg)
+			if tc.ok && (err != nil || l == nil) {
+				t.Errorf("New = %v, %v; want a Listener", l, err)
+			}
+			if !tc.ok && (err == nil || l != nil) {
+				t.Errorf("New = %v, %v; want an error", l, err)
+			}
+		})
+	}
+}
+
+// The leader receives pg_notify payloads byte for byte, on channels whose
+// names need quoting.
+func TestLeaderDeliversNotifications(t *testing.T) {
+	t.Parallel()
+	base := testenv.Name("pl")
+	channels := []string{base, base + "_Orders", base + "_my-channel", base + "_a b", base + `_with"quote`, base + "_é"}
+	l := start(t, lockKey(), options{channels: channels})
+	l.waitRole(t, pglisten.RoleLeader)
+
+	conn := testenv.Conn(t)
+	payloads := []string{
+		"green",
+		"",
+		`he said "hi" 'there'`,
+		`C:\dir\n \" \\`,
+		"a\nb\r\nc\td",
+		"🚀 héllo 日本語 ✓",
+		`<script>alert("x&y")</script>`,
+		`{"id":"1","payload":"x"}`,
+		strings.Repeat("é\"\\\n🚀x", 700), // 7000 bytes; NOTIFY allows < 8000
+	}
+	for _, ch := range channels {
+		for _, p := range payloads {
+			notify(t, conn, ch, p)
+			l.expect(t, note{ch, p})
+		}
+	}
+	// Case matters: a channel differing only in case is another channel.
+	notify(t, conn, strings.ToLower(base+"_Orders"), "wrong case")
+	notify(t, conn, base, "sentinel")
+	l.expect(t, note{base, "sentinel"})
+}
+
+// An idle leader pings its connection and keeps delivering.
+func TestIdleLeaderPingsAndDelivers(t *testing.T) {
+	t.Parallel()
+	ch := testenv.Name("pl")
+	l := start(t, lockKey(), options{channels: []string{ch}, ping: 20 * time.Millisecond})
+	l.waitRole(t, pglisten.RoleLeader)
+	conn := testenv.Conn(t)
+	notify(t, conn, ch, "before")
+	l.expect(t, note{ch, "before"})
+	waitFor(t, "the leader to ping", func() bool {
+		var q string
+		err := conn.QueryRow(context.Background(),
+			"SELECT query FROM pg_stat_activity WHERE application_name = $1", l.name).Scan(&q)
+		return err == nil && q == "-- ping"
+	})
+	notify(t, conn, ch, "after ping")
+	l.expect(t, note{ch, "after ping"})
+	if got := l.rolesSoFar(); len(got) != 1 {
+		t.Errorf("roles = %v, want only [leader]: pinging must not reconnect", got)
+	}
+}
+
+// waitFor polls cond until it holds, or fails t after wait.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", wait, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Two listeners with one lock key: one leads, the other stands by and sees
+// nothing; when the leader stops, the standby takes over within ~2s.
+func TestOneLeaderAndFailover(t *testing.T) {
+	t.Parallel()
+	key := lockKey()
+	ch := testenv.Name("pl")
+	a := start(t, key, options{channels: []string{ch}})
+	b := start(t, key, options{channels: []string{ch}})
+
+	// Whichever gets the lock first leads; the other must then stand by.
+	var leader, standby *listener
+	select {
+	case r := <-a.roles:
+		leader, standby = a, b
+		if r != pglisten.RoleLeader {
+			leader, standby = b, a
+		}
+	case r := <-b.roles:
+		leader, standby = b, a
+		if r != pglisten.RoleLeader {
+			leader, standby = a, b
+		}
+	case <-time.After(wait):
+		t.Fatal("neither listener changed role")
+	}
+	leader.waitRole(t, pglisten.RoleLeader)
+	standby.waitRole(t, pglisten.RoleStandby)
+
+	conn := testenv.Conn(t)
+	for i := range 20 {
+		notify(t, conn, ch, fmt.Sprint("n", i))
+	}
+	for i := range 20 {
+		leader.expect(t, note{ch, fmt.Sprint("n", i)})
+	}
+	standby.noNotes(t)
+	if got := standby.rolesSoFar(); len(got) != 1 || got[0] != pglisten.RoleStandby {
+		t.Errorf("standby's roles = %v, want [standby]", got)
+	}
+
+	start := time.Now()
+	leader.stop(t)
+	if got := leader.rolesSoFar(); got[len(got)-1] != pglisten.RoleConnecting {
+		t.Errorf("stopped leader's last role = %v, want connecting", got[len(got)-1])
+	}
+	standby.waitRole(t, pglisten.RoleLeader)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("takeover took %s, want under 2s", d)
+	}
+	notify(t, conn, ch, "after failover")
+	standby.expect(t, note{ch, "after failover"})
+	leader.noNotes(t)
+}
+
+// A Handle error gives up leadership; alone, the listener reconnects and
+// leads again.
+func TestHandleErrorGivesUpLeadership(t *testing.T) {
+	t.Parallel()
+	ch := testenv.Name("pl")
+	var calls atomic.Int32
+	l := start(t, lockKey(), options{
+		channels: []string{ch},
+		handle: func(_ context.Context, _, payload string) error {
+			calls.Add(1)
+			if payload == "fail" {
+				return errors.New("redis is down")
+			}
+			return nil
+		},
+	})
+	l.waitRole(t, pglisten.RoleLeader)
+	conn := testenv.Conn(t)
+	notify(t, conn, ch, "fail")
+	l.expect(t, note{ch, "fail"})
+	l.waitRole(t, pglisten.RoleConnecting)
+	l.waitRole(t, pglisten.RoleLeader)
+	notify(t, conn, ch, "ok")
+	l.expect(t, note{ch, "ok"})
+
+	// The old session may not have released the lock yet when the new one
+	// first tries it, so a brief standby in between is allowed.
+	got := l.rolesSoFar()
+	want := []pglisten.Role{pglisten.RoleLeader, pglisten.RoleConnecting, pglisten.RoleLeader}
+	wantStandby := []pglisten.Role{pglisten.RoleLeader, pglisten.RoleConnecting, pglisten.RoleStandby, pglisten.RoleLeader}
+	if !equalRoles(got, want) && !equalRoles(got, wantStandby) {
+		t.Errorf("roles = %v, want %v (or with a standby before the second leader)", got, want)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("Handle called %d times, want 2", n)
+	}
+}
+
+func equalRoles(a, b []pglisten.Role) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// A session outside pgrelay holding the lock keeps the listener a standby
+// until it unlocks.
+func TestStandbyWhileLockHeldElsewhere(t *testing.T) {
+	t.Parallel()
+	key := lockKey()
+	ch := testenv.Name("pl")
+	holder := testenv.Conn(t)
+	if _, err := holder.Exec(context.Background(), "SELECT pg_advisory_lock($1)", key); err != nil {
+		t.Fatal(err)
+	}
+	l := start(t, key, options{channels: []string{ch}})
+	l.waitRole(t, pglisten.RoleStandby)
+
+	conn := testenv.Conn(t)
+	notify(t, conn, ch, "while standby")
+	// The standby retries the lock and stays standby.
+	waitFor(t, "the standby to retry the lock", func() bool {
+		var n int
+		err := conn.QueryRow(context.Background(),
+			"SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE '%pg_try_advisory_lock%'", l.name).Scan(&n)
+		return err == nil && n == 1
+	})
+	if got := l.rolesSoFar(); len(got) != 1 || got[0] != pglisten.RoleStandby {
+		t.Errorf("roles while the lock is held elsewhere = %v, want [standby]", got)
+	}
+
+	var unlocked bool
+	if err := holder.QueryRow(context.Background(), "SELECT pg_advisory_unlock($1)", key).Scan(&unlocked); err != nil || !unlocked {
+		t.Fatalf("pg_advisory_unlock = %v, %v", unlocked, err)
+	}
+	start := time.Now()
+	l.waitRole(t, pglisten.RoleLeader)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("took the lock %s after it was freed, want under 2s", d)
+	}
+	notify(t, conn, ch, "as leader")
+	// Nothing sent while it was a standby arrives: it was not listening.
+	l.expect(t, note{ch, "as leader"})
+}
+
+// Killing the leader's backend makes it reconnect and lead again.
+func TestLeaderReconnectsAfterBackendTerminated(t *testing.T) {
+	t.Parallel()
+	ch := testenv.Name("pl")
+	l := start(t, lockKey(), options{channels: []string{ch}})
+	l.waitRole(t, pglisten.RoleLeader)
+	conn := testenv.Conn(t)
+	notify(t, conn, ch, "before")
+	l.expect(t, note{ch, "before"})
+
+	var pid int32
+	if err := conn.QueryRow(context.Background(),
+		"SELECT pid FROM pg_stat_activity WHERE application_name = $1", l.name).Scan(&pid); err != nil {
+		t.Fatalf("finding the leader's backend: %v", err)
+	}
+	var ok bool
+	if err := conn.QueryRow(context.Background(), "SELECT pg_terminate_backend($1)", pid).Scan(&ok); err != nil || !ok {
+		t.Fatalf("pg_terminate_backend(%d) = %v, %v", pid, ok, err)
+	}
+	l.waitRole(t, pglisten.RoleConnecting)
+	l.waitRole(t, pglisten.RoleLeader)
+
+	var newPid int32
+	if err := conn.QueryRow(context.Background(),
+		"SELECT pid FROM pg_stat_activity WHERE application_name = $1", l.name).Scan(&newPid); err != nil {
+		t.Fatalf("finding the new backend: %v", err)
+	}
+	if newPid == pid {
+		t.Errorf("still on backend %d after terminating it", pid)
+	}
+	notify(t, conn, ch, "after")
+	l.expect(t, note{ch, "after"})
+}
+
+// CanLead is asked before each attempt at the lock; while it fails the
+// listener never leads.
+func TestCanLeadGatesLeadership(t *testing.T) {
+	t.Parallel()
+	ch := testenv.Name("pl")
+	var allowed atomic.Bool
+	var asked atomic.Int32
+	l := start(t, lockKey(), options{
+		channels: []string{ch},
+		canLead: func(context.Context) error {
+			asked.Add(1)
+			if !allowed.Load() {
+				return errors.New("redis unreachable")
+			}
+			return nil
+		},
+	})
+	// Each refusal ends the connection and is retried after a backoff.
+	waitFor(t, "CanLead to be asked three times", func() bool { return asked.Load() >= 3 })
+	for _, r := range l.rolesSoFar() {
+		if r == pglisten.RoleLeader {
+			t.Fatal("became leader while CanLead refused")
+		}
+	}
+	allowed.Store(true)
+	l.waitRole(t, pglisten.RoleLeader)
+	conn := testenv.Conn(t)
+	notify(t, conn, ch, "allowed")
+	l.expect(t, note{ch, "allowed"})
+}
