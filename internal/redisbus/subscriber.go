@@ -102,7 +102,7 @@ func (s *Subscriber) Acquire(ctx context.Context, channels []string) error {
 	if s.ps != nil && len(fresh) > 0 {
 		// A failed write surfaces in Run, which reconnects and resubscribes
 		// to every acquired channel, so the error needs no handling here.
-		_ = s.ps.Subscribe(ctx, fresh...)
+		_ = s.ps.Subscribe(context.WithoutCancel(ctx), fresh...)
 	}
 	s.mu.Unlock()
 
