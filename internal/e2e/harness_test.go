@@ -18,7 +18,6 @@ import (
 	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
 	"github.com/pgrelay/pgrelay/internal/edge"
-	"github.com/pgrelay/pgrelay/internal/event"
 	"github.com/pgrelay/pgrelay/internal/relay"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
@@ -216,9 +215,15 @@ func dial(t testing.TB, p *proc, channels ...string) *client {
 	for i, ch := range channels {
 		q[i] = "channel=" + url.QueryEscape(ch)
 	}
+	return dialQuery(t, p, strings.Join(q, "&"))
+}
+
+// dialQuery opens /ws?query on p.
+func dialQuery(t testing.TB, p *proc, query string) *client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/ws?"+strings.Join(q, "&"), nil)
+	ws, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/ws?"+query, nil)
 	if err != nil {
 		t.Fatalf("dial %s: %v", p.name, err)
 	}
@@ -227,24 +232,45 @@ func dial(t testing.TB, p *proc, channels ...string) *client {
 	return &client{t: t, ws: ws}
 }
 
-// next reads one frame and decodes it strictly as the documented format.
-func (c *client) next(timeout time.Duration) (event.Event, error) {
+// frame is what a client receives: a message, or a control frame (Type set).
+type frame struct {
+	Type    string `json:"type"`
+	Channel string `json:"channel"`
+	ID      string `json:"id"`
+	Payload string `json:"payload"`
+}
+
+// next reads one message frame, decoded strictly as the documented format;
+// a control frame is an error.
+func (c *client) next(timeout time.Duration) (frame, error) {
+	f, err := c.nextFrame(timeout)
+	if err == nil && f.Type != "" {
+		return f, fmt.Errorf("got a %q frame, want a message: %+v", f.Type, f)
+	}
+	return f, err
+}
+
+// nextFrame reads one frame of any type.
+func (c *client) nextFrame(timeout time.Duration) (frame, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	typ, b, err := c.ws.Read(ctx)
 	if err != nil {
-		return event.Event{}, err
+		return frame{}, err
 	}
 	if typ != websocket.MessageText {
-		return event.Event{}, fmt.Errorf("frame type %v, want text", typ)
+		return frame{}, fmt.Errorf("frame type %v, want text", typ)
 	}
-	var e event.Event
+	var f frame
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&e); err != nil {
-		return event.Event{}, fmt.Errorf("frame %q: %w", b, err)
+	if err := dec.Decode(&f); err != nil {
+		return frame{}, fmt.Errorf("frame %q: %w", b, err)
 	}
-	return e, nil
+	if f.Type == "" && (f.Channel == "" || f.ID == "") || f.Type != "" && f.Payload != "" {
+		return frame{}, fmt.Errorf("frame %q does not follow the documented format", b)
+	}
+	return f, nil
 }
 
 // notify sends one notification through conn.

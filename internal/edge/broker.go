@@ -3,6 +3,9 @@ package edge
 import (
 	"context"
 	"errors"
+	"strconv"
+
+	"github.com/pgrelay/pgrelay/internal/event"
 
 	"github.com/pgrelay/pgrelay/internal/hub"
 	"github.com/pgrelay/pgrelay/internal/redisbus"
@@ -12,9 +15,13 @@ import (
 // broker subscribes a client in the hub first and in Redis second: a message
 // that arrives once Redis confirms finds the client already in the hub.
 type broker struct {
-	hub *hub.Hub
-	bus *redisbus.Subscriber
+	hub  *hub.Hub
+	bus  *redisbus.Subscriber
+	hist *redisbus.History
 }
+
+// replayPage is how many history entries one read fetches during a replay.
+const replayPage = 200
 
 var _ wsconn.Broker = (*broker)(nil)
 
@@ -34,4 +41,42 @@ func (b *broker) Subscribe(ctx context.Context, channels []string) (*hub.Subscri
 func (b *broker) Unsubscribe(s *hub.Subscriber) {
 	b.hub.Unsubscribe(s)
 	b.bus.Release(s.Channels())
+}
+
+func (b *broker) Replay(ctx context.Context, channel string, after uint64, yield func(*hub.Message) error) error {
+	for {
+		pg, err := b.hist.After(ctx, channel, after, replayPage)
+		if err != nil {
+			return err
+		}
+		if at, ok := pg.Reset(after); ok {
+			if err := yield(resetMessage(channel, at)); err != nil {
+				return err
+			}
+		}
+		for _, e := range pg.Events {
+			m := message(e)
+			if err := yield(m); err != nil {
+				return err
+			}
+			after = m.ID
+		}
+		if len(pg.Events) < replayPage {
+			return nil
+		}
+	}
+}
+
+func message(e event.Event) *hub.Message {
+	return &hub.Message{Channel: e.Channel, ID: eventID(e), Frame: e.Frame()}
+}
+
+func resetMessage(channel string, at uint64) *hub.Message {
+	return &hub.Message{Channel: channel, ID: at, Frame: event.ResetFrame(channel, at), Reset: true}
+}
+
+// eventID is e's id as a number; events from redisbus have been checked.
+func eventID(e event.Event) uint64 {
+	id, _ := strconv.ParseUint(e.ID, 10, 64)
+	return id
 }

@@ -50,10 +50,11 @@ func Run(ctx context.Context, cfg Config) error {
 	bus := redisbus.NewSubscriber(rdb, redisbus.SubscriberOptions{
 		Prefix: cfg.Prefix,
 		Logger: log,
-		Handle: func(e event.Event) { h.Publish(e.Channel, e.Frame()) },
+		Handle: func(e event.Event) { h.Publish(message(e)) },
+		Reset:  func(channel string, at uint64) { h.Publish(resetMessage(channel, at)) },
 	})
 	ws := wsconn.New(wsconn.Options{
-		Broker:         &broker{hub: h, bus: bus},
+		Broker:         &broker{hub: h, bus: bus, hist: redisbus.NewHistory(rdb, cfg.Prefix)},
 		OriginPatterns: cfg.AllowedOrigins,
 		MaxChannels:    cfg.MaxChannels,
 		WriteTimeout:   cfg.WriteTimeout,

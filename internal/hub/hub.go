@@ -46,10 +46,23 @@ func New(opts Options) *Hub {
 	return &Hub{opts: opts, subs: make(map[string]map[*Subscriber]struct{})}
 }
 
+// Message is one encoded frame and where it sits in its channel's stream. A
+// Message is shared by every subscriber it is queued for: never modify one
+// after Publish.
+type Message struct {
+	Channel string
+	// ID is the message's id; for a reset, the last id lost.
+	ID uint64
+	// Frame is the encoded WebSocket text frame, encoded once for all.
+	Frame []byte
+	// Reset marks a frame telling clients that messages up to ID are lost.
+	Reset bool
+}
+
 // Subscriber is one client's registration: the channels it reads and its queue.
 type Subscriber struct {
 	channels []string
-	queue    chan []byte
+	queue    chan *Message
 	kicked   chan struct{}
 	isKicked atomic.Bool
 	inHub    bool // guarded by Hub.mu
@@ -58,8 +71,8 @@ type Subscriber struct {
 // Channels returns the channels s was subscribed with. Do not modify it.
 func (s *Subscriber) Channels() []string { return s.channels }
 
-// Queue delivers frames in publish order. It is never closed.
-func (s *Subscriber) Queue() <-chan []byte { return s.queue }
+// Queue delivers messages in publish order. It is never closed.
+func (s *Subscriber) Queue() <-chan *Message { return s.queue }
 
 // Kicked is closed when the hub cut s off because its queue was full.
 func (s *Subscriber) Kicked() <-chan struct{} { return s.kicked }
@@ -71,7 +84,7 @@ func (s *Subscriber) QueueLen() int { return len(s.queue) }
 func (h *Hub) Subscribe(channels []string) *Subscriber {
 	s := &Subscriber{
 		channels: dedupe(channels),
-		queue:    make(chan []byte, h.opts.QueueSize),
+		queue:    make(chan *Message, h.opts.QueueSize),
 		kicked:   make(chan struct{}),
 	}
 	h.mu.Lock()
@@ -107,19 +120,18 @@ func (h *Hub) Unsubscribe(s *Subscriber) {
 	}
 }
 
-// Publish queues frame for every subscriber of channel and returns how many
+// Publish queues m for every subscriber of m.Channel and returns how many
 // accepted it. It never blocks; a subscriber with a full queue is kicked.
-// Frames published from one goroutine reach each subscriber in that order.
-// The frame is shared by all subscribers and must not be modified afterwards.
-func (h *Hub) Publish(channel string, frame []byte) (delivered int) {
+// Messages published from one goroutine reach each subscriber in that order.
+func (h *Hub) Publish(m *Message) (delivered int) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	for s := range h.subs[channel] {
+	for s := range h.subs[m.Channel] {
 		if s.isKicked.Load() {
 			continue
 		}
 		select {
-		case s.queue <- frame:
+		case s.queue <- m:
 			delivered++
 		default:
 			h.kick(s)

@@ -5,48 +5,118 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// publishScript increments the channel's counter and publishes the envelope
-// with that id spliced in as its first member, in one atomic step. ARGV[2] is
-// a JSON object without an id; the id is digits only, so no escaping is needed.
+// publishScript gives an event the next id of its channel, appends it to the
+// channel's history and publishes it, in one atomic step: a subscriber can
+// never see a message the history lacks, or the reverse.
+//
+// KEYS: the id counter, the history stream, the dedupe key ("" when unused).
+// ARGV: the pub/sub channel, the envelope without its id (a JSON object), the
+// history length, the history TTL in seconds (0: none), the dedupe TTL.
+//
+// A missing counter is seeded from the server clock in microseconds, so ids
+// keep growing even after Redis lost its data (they jump forward; edges and
+// clients see the jump as a gap the history cannot fill and reset). The
+// counter itself never expires: an idle channel keeps contiguous ids.
 var publishScript = redis.NewScript(`
+if KEYS[3] ~= "" then
+  local prev = redis.call("GET", KEYS[3])
+  if prev then return {prev, 1} end
+end
+if redis.call("EXISTS", KEYS[1]) == 0 then
+  local t = redis.call("TIME")
+  redis.call("SET", KEYS[1], string.format("%d", tonumber(t[1]) * 1000000 + tonumber(t[2])))
+end
 local id = string.format("%d", redis.call("INCR", KEYS[1]))
-redis.call("PUBLISH", ARGV[1], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
-return id
+local env = '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2)
+redis.call("XADD", KEYS[2], "MAXLEN", ARGV[3], id .. "-0", "e", env)
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then redis.call("EXPIRE", KEYS[2], ttl) end
+redis.call("PUBLISH", ARGV[1], env)
+if KEYS[3] ~= "" then redis.call("SET", KEYS[3], id, "EX", ARGV[5]) end
+return {id, 0}
 `)
+
+// Defaults for PublisherOptions.
+const (
+	DefaultHistorySize = 1000
+	DefaultHistoryTTL  = 24 * time.Hour
+)
+
+// PublisherOptions configures a Publisher.
+type PublisherOptions struct {
+	// Prefix of every key and channel. Empty means DefaultPrefix.
+	Prefix string
+	// HistorySize is how many recent events per channel Redis keeps for
+	// resuming clients and healing edges. Zero means DefaultHistorySize.
+	HistorySize int
+	// HistoryTTL drops a channel's history after this long without a new
+	// event. Zero means DefaultHistoryTTL; negative keeps it forever.
+	HistoryTTL time.Duration
+}
 
 // Publisher publishes events for the relay.
 type Publisher struct {
-	rdb    redis.Scripter
-	prefix string
+	rdb  redis.Scripter
+	opts PublisherOptions
 }
 
-// NewPublisher returns a Publisher that writes under prefix.
-func NewPublisher(rdb redis.Scripter, prefix string) *Publisher {
-	return &Publisher{rdb: rdb, prefix: prefix}
+// NewPublisher returns a Publisher.
+func NewPublisher(rdb redis.Scripter, opts PublisherOptions) *Publisher {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if opts.HistorySize <= 0 {
+		opts.HistorySize = DefaultHistorySize
+	}
+	if opts.HistoryTTL == 0 {
+		opts.HistoryTTL = DefaultHistoryTTL
+	}
+	return &Publisher{rdb: rdb, opts: opts}
 }
 
-// Publish gives payload the next id of channel and publishes it. It returns
-// the id. An error means the event may or may not have been published.
+// Publish gives payload the next id of channel, records it in the history
+// and publishes it. It returns the id. An error means the event may or may
+// not have been published.
 func (p *Publisher) Publish(ctx context.Context, channel, payload string) (id string, err error) {
+	id, _, err = p.publish(ctx, channel, payload, "")
+	return id, err
+}
+
+// PublishOnce is Publish for an event with a source identity (an outbox row
+// id): if an event with the same dedupeID was published within the history
+// TTL, it is not published again and its id is returned with dup true.
+func (p *Publisher) PublishOnce(ctx context.Context, channel, payload, dedupeID string) (id string, dup bool, err error) {
+	return p.publish(ctx, channel, payload, dedupeKey(p.opts.Prefix, dedupeID))
+}
+
+func (p *Publisher) publish(ctx context.Context, channel, payload, dkey string) (string, bool, error) {
 	body, err := json.Marshal(struct {
 		Channel string `json:"channel"`
 		Payload string `json:"payload"`
 	}{channel, payload})
 	if err != nil {
-		return "", fmt.Errorf("encode %q: %w", channel, err)
+		return "", false, fmt.Errorf("encode %q: %w", channel, err)
+	}
+	ttl := int64(p.opts.HistoryTTL / time.Second)
+	dttl := ttl
+	if ttl <= 0 {
+		ttl, dttl = 0, int64(DefaultHistoryTTL/time.Second)
 	}
 	res, err := publishScript.Run(ctx, p.rdb,
-		[]string{seqKey(p.prefix, channel)},
-		channelKey(p.prefix, channel), body).Text()
+		[]string{seqKey(p.opts.Prefix, channel), historyKey(p.opts.Prefix, channel), dkey},
+		channelKey(p.opts.Prefix, channel), body, p.opts.HistorySize, ttl, dttl).Slice()
 	if err != nil {
-		return "", fmt.Errorf("publish %q: %w", channel, err)
+		return "", false, fmt.Errorf("publish %q: %w", channel, err)
 	}
-	if _, err := strconv.ParseUint(res, 10, 64); err != nil {
-		return "", fmt.Errorf("publish %q: unexpected id %q", channel, res)
+	id, _ := res[0].(string)
+	dup, _ := res[1].(int64)
+	if _, err := strconv.ParseUint(id, 10, 64); err != nil {
+		return "", false, fmt.Errorf("publish %q: unexpected id %q", channel, id)
 	}
-	return res, nil
+	return id, dup == 1, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,9 +21,14 @@ import (
 type SubscriberOptions struct {
 	// Prefix of every channel name. Empty means DefaultPrefix.
 	Prefix string
-	// Handle receives every valid event, in the order Redis delivered them,
-	// from Run's goroutine. It must not block.
+	// Handle receives each acquired channel's events in id order, without
+	// repeats and without gaps: a gap (an id jump, or a reconnect) is filled
+	// from the history first. Called from Run's goroutine; must not block.
 	Handle func(event.Event)
+	// Reset is called, before the next event of channel, when a gap cannot
+	// be filled because the history no longer holds it: events after the
+	// last one handled, up to and including id at, are lost. Must not block.
+	Reset func(channel string, at uint64)
 	// Logger for reconnects and skipped messages. Nil means slog.Default().
 	Logger *slog.Logger
 	// PingInterval is how long the connection may stay silent before Run
@@ -37,6 +43,7 @@ type SubscriberOptions struct {
 // Subscriber is an edge's single Redis pub/sub connection.
 type Subscriber struct {
 	rdb  *redis.Client
+	hist *History
 	opts SubscriberOptions
 	log  *slog.Logger
 
@@ -44,12 +51,18 @@ type Subscriber struct {
 	ps    *redis.PubSub         // current connection; nil between connections
 	chans map[string]*chanState // acquired channels by name
 
-	live      atomic.Bool
-	malformed atomic.Uint64
+	live       atomic.Bool
+	malformed  atomic.Uint64
+	duplicates atomic.Uint64
+	resets     atomic.Uint64
 }
+
+// fillPage is how many history entries one read fetches while filling a gap.
+const fillPage = 500
 
 type chanState struct {
 	refs      int
+	last      uint64 // id of the last event handled; 0 before the first. Written by Run only.
 	confirmed bool
 	ready     chan struct{} // closed when Redis confirms the subscription
 }
@@ -71,7 +84,16 @@ func NewSubscriber(rdb *redis.Client, opts SubscriberOptions) *Subscriber {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 5 * time.Second
 	}
-	return &Subscriber{rdb: rdb, opts: opts, log: opts.Logger, chans: make(map[string]*chanState)}
+	if opts.Reset == nil {
+		opts.Reset = func(string, uint64) {}
+	}
+	return &Subscriber{
+		rdb:   rdb,
+		hist:  NewHistory(rdb, opts.Prefix),
+		opts:  opts,
+		log:   opts.Logger,
+		chans: make(map[string]*chanState),
+	}
 }
 
 // Live reports whether the pub/sub connection is up and answering.
@@ -79,6 +101,12 @@ func (s *Subscriber) Live() bool { return s.live.Load() }
 
 // Malformed counts messages skipped because they were not valid envelopes.
 func (s *Subscriber) Malformed() uint64 { return s.malformed.Load() }
+
+// Duplicates counts messages dropped because their id was already handled.
+func (s *Subscriber) Duplicates() uint64 { return s.duplicates.Load() }
+
+// Resets counts gaps the history could not fill.
+func (s *Subscriber) Resets() uint64 { return s.resets.Load() }
 
 // Acquire subscribes to channels (one reference each) and waits until Redis
 // has confirmed every one of them, or ctx ends. On error the references are
@@ -216,32 +244,48 @@ func (s *Subscriber) runOnce(ctx context.Context) error {
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
-				s.confirm(m.Channel)
+				if err := s.confirm(ctx, m.Channel); err != nil {
+					return err
+				}
 			}
 		case *redis.Message:
-			s.deliver(m)
+			if err := s.deliver(ctx, m); err != nil {
+				return err
+			}
 		case *redis.Pong:
 		}
 	}
 }
 
-func (s *Subscriber) confirm(redisChannel string) {
+// confirm marks a subscription live. Once Redis confirms it, every later
+// message reaches this connection, so it is also the moment to fill what a
+// reconnect may have missed: the history up to now, then the live stream.
+func (s *Subscriber) confirm(ctx context.Context, redisChannel string) error {
 	name, ok := strings.CutPrefix(redisChannel, s.opts.Prefix+":ch:")
 	if !ok {
-		return
+		return nil
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st := s.chans[name]; st != nil && !st.confirmed {
-		st.confirmed = true
-		close(st.ready)
+	st := s.chans[name]
+	var last uint64
+	if st != nil {
+		last = st.last
+		if !st.confirmed {
+			st.confirmed = true
+			close(st.ready)
+		}
 	}
+	s.mu.Unlock()
+	if last == 0 {
+		return nil
+	}
+	return s.fill(ctx, name, last, 0)
 }
 
-func (s *Subscriber) deliver(m *redis.Message) {
+func (s *Subscriber) deliver(ctx context.Context, m *redis.Message) error {
 	name, ok := strings.CutPrefix(m.Channel, s.opts.Prefix+":ch:")
 	if !ok {
-		return // the control channel carries nothing yet
+		return nil // the control channel carries nothing yet
 	}
 	e, err := event.Decode([]byte(m.Payload))
 	if err == nil && e.Channel != name {
@@ -250,9 +294,77 @@ func (s *Subscriber) deliver(m *redis.Message) {
 	if err != nil {
 		n := s.malformed.Add(1)
 		s.log.Warn("skipped malformed message from redis", "channel", name, "err", err, "skipped_total", n)
-		return
+		return nil
 	}
+	id, _ := strconv.ParseUint(e.ID, 10, 64) // Decode checked it
+	last, ok := s.lastOf(name)
+	switch {
+	case !ok:
+		return nil // released meanwhile: no one wants it
+	case last != 0 && id <= last:
+		s.duplicates.Add(1)
+		return nil
+	case last != 0 && id > last+1:
+		s.log.Warn("gap in channel; filling from history", "channel", name, "last", last, "got", id)
+		if err := s.fill(ctx, name, last, id); err != nil {
+			return err
+		}
+		if last, _ = s.lastOf(name); id <= last {
+			return nil // the history had it
+		}
+	}
+	s.emit(name, e, id)
+	return nil
+}
+
+// fill hands channel's events after id from to Handle, reading the history
+// until it has passed upTo (0: until the history ends). It calls Reset first
+// if the history lacks events right after from.
+func (s *Subscriber) fill(ctx context.Context, name string, from, upTo uint64) error {
+	for {
+		pg, err := s.hist.After(ctx, name, from, fillPage)
+		if err != nil {
+			return err
+		}
+		if at, ok := pg.Reset(from); ok {
+			n := s.resets.Add(1)
+			s.log.Warn("gap in channel cannot be filled: history no longer holds it",
+				"channel", name, "last", from, "lost_through", at, "resets_total", n)
+			s.setLast(name, at)
+			s.opts.Reset(name, at)
+		}
+		for _, e := range pg.Events {
+			id, _ := strconv.ParseUint(e.ID, 10, 64)
+			s.emit(name, e, id)
+			from = id
+		}
+		if len(pg.Events) < fillPage || (upTo != 0 && from >= upTo) {
+			return nil
+		}
+	}
+}
+
+func (s *Subscriber) emit(name string, e event.Event, id uint64) {
+	s.setLast(name, id)
 	s.opts.Handle(e)
+}
+
+func (s *Subscriber) lastOf(name string) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.chans[name]
+	if st == nil {
+		return 0, false
+	}
+	return st.last, true
+}
+
+func (s *Subscriber) setLast(name string, id uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.chans[name]; st != nil {
+		st.last = id
+	}
 }
 
 // jitter spreads d over [d/2, d) so that many edges do not retry in step.

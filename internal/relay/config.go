@@ -21,6 +21,8 @@ type Config struct {
 	Channels          []string      `default:"data" desc:"comma-separated PostgreSQL channels to LISTEN on (quoted: any name up to 63 bytes)"`
 	Prefix            string        `default:"pgrelay" desc:"prefix of every Redis key and channel; several installations can share one Redis"`
 	LockKey           int64         `split_words:"true" desc:"advisory lock key that elects the leader; 0 derives it from RELAY_PREFIX"`
+	HistorySize       int           `split_words:"true" default:"1000" desc:"recent messages kept per channel in Redis, for clients that resume and edges that heal a gap"`
+	HistoryTTL        time.Duration `split_words:"true" default:"24h" desc:"a channel's history is dropped after this long without a message; negative keeps it"`
 	HTTPAddr          string        `split_words:"true" default:":8081" desc:"address serving /healthz and /readyz"`
 	LockRetryInterval time.Duration `split_words:"true" default:"250ms" desc:"how often a standby retries the leader lock; bounds takeover time"`
 	PingInterval      time.Duration `split_words:"true" default:"5s" desc:"idle time after which the leader pings PostgreSQL to check its connection"`
@@ -40,6 +42,8 @@ func DefaultConfig() Config {
 		RedisURL:          "redis://127.0.0.1:6379/0",
 		Channels:          []string{"data"},
 		Prefix:            "pgrelay",
+		HistorySize:       1000,
+		HistoryTTL:        24 * time.Hour,
 		HTTPAddr:          ":8081",
 		LockRetryInterval: 250 * time.Millisecond,
 		PingInterval:      5 * time.Second,
@@ -78,6 +82,10 @@ func (c Config) Validate() error {
 	switch {
 	case c.Prefix == "":
 		return fmt.Errorf("RELAY_PREFIX: must not be empty")
+	case c.HistorySize < 1:
+		return fmt.Errorf("RELAY_HISTORY_SIZE: must be at least 1, got %d", c.HistorySize)
+	case c.HistoryTTL == 0:
+		return fmt.Errorf("RELAY_HISTORY_TTL: must not be 0 (negative keeps history forever)")
 	case c.LockRetryInterval <= 0:
 		return fmt.Errorf("RELAY_LOCK_RETRY_INTERVAL: must be positive, got %s", c.LockRetryInterval)
 	case c.PingInterval <= 0:

@@ -36,7 +36,11 @@ func Run(ctx context.Context, cfg Config) error {
 	ropts, _ := redis.ParseURL(cfg.RedisURL)
 	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
-	pub := redisbus.NewPublisher(rdb, cfg.Prefix)
+	pub := redisbus.NewPublisher(rdb, redisbus.PublisherOptions{
+		Prefix:      cfg.Prefix,
+		HistorySize: cfg.HistorySize,
+		HistoryTTL:  cfg.HistoryTTL,
+	})
 
 	var role atomic.Int32
 	l, err := pglisten.New(pglisten.Config{

@@ -16,10 +16,14 @@ import (
 )
 
 // Broker subscribes clients to channels. Subscribe returns once the
-// subscription is live (or fails); Unsubscribe undoes it.
+// subscription is live (or fails); Unsubscribe undoes it. Replay hands
+// yield a channel's messages after id after, from the history, oldest first,
+// starting with a reset message if the history no longer reaches back to
+// after; it stops at the first error from yield.
 type Broker interface {
 	Subscribe(ctx context.Context, channels []string) (*hub.Subscriber, error)
 	Unsubscribe(*hub.Subscriber)
+	Replay(ctx context.Context, channel string, after uint64, yield func(*hub.Message) error) error
 }
 
 // Close codes sent to clients, besides the library's usual ones.
@@ -115,7 +119,13 @@ func ParseChannels(q map[string][]string, max int) ([]string, error) {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	chans, err := ParseChannels(r.URL.Query(), h.opts.MaxChannels)
+	q := r.URL.Query()
+	chans, err := ParseChannels(q, h.opts.MaxChannels)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	since, err := event.ParseSince(chans, q["since"])
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -148,11 +158,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer h.untrack(c)
 
-	h.serve(ws, c, sub)
+	h.serve(ws, c, sub, since)
 }
 
-// serve is the connection's single writer.
-func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber) {
+// serve is the connection's single writer. It first replays what the client
+// missed on each channel it resumes, then writes the live queue, which has
+// been filling since before the replay began: Positions drops what both hold.
+func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, since map[string]uint64) {
 	// CloseRead reads (and answers) control frames; a data frame from the
 	// client closes the connection with 1008, and ctx ends with the reader.
 	ctx := ws.CloseRead(context.Background())
@@ -164,6 +176,24 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber) {
 	defer cancelWrites()
 	go h.watch(ctx, cancel, cancelWrites, ws, sub)
 
+	pos := make(hub.Positions, len(since))
+	for ch, id := range since {
+		pos[ch] = id
+		err := h.opts.Broker.Replay(writeCtx, ch, id, func(m *hub.Message) error {
+			if !pos.Pass(m) {
+				return nil
+			}
+			return h.write(writeCtx, ws, m.Frame)
+		})
+		if err != nil {
+			if writeCtx.Err() == nil {
+				h.log.Warn("replay failed", "channel", ch, "since", id, "err", err)
+				ws.Close(websocket.StatusTryAgainLater, "history unavailable, reconnect later")
+			}
+			return
+		}
+	}
+
 	for {
 		select {
 		case <-sub.Kicked(): // before any queued frame
@@ -172,8 +202,11 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber) {
 		default:
 		}
 		select {
-		case frame := <-sub.Queue():
-			if err := h.write(writeCtx, ws, frame); err != nil {
+		case m := <-sub.Queue():
+			if !pos.Pass(m) {
+				continue
+			}
+			if err := h.write(writeCtx, ws, m.Frame); err != nil {
 				return
 			}
 		case <-sub.Kicked():

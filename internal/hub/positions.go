@@ -1,0 +1,20 @@
+package hub
+
+// Positions tracks, for one client, the last id written on each channel it
+// resumed, so that the messages a replay and the live queue both hold are
+// written once. Channels not in it pass unchecked. Not safe for concurrent
+// use: it belongs to the client's writer.
+type Positions map[string]uint64
+
+// Pass reports whether m is new to the client, and records it if so.
+func (p Positions) Pass(m *Message) bool {
+	last, tracked := p[m.Channel]
+	if !tracked {
+		return true
+	}
+	if m.ID <= last {
+		return false
+	}
+	p[m.Channel] = m.ID
+	return true
+}

@@ -1,0 +1,95 @@
+package redisbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/pgrelay/pgrelay/internal/event"
+	"github.com/redis/go-redis/v9"
+)
+
+// History reads channels' recent events. It is safe for concurrent use.
+type History struct {
+	rdb    redis.Cmdable
+	prefix string
+}
+
+// NewHistory returns a History reading under prefix (empty: DefaultPrefix).
+func NewHistory(rdb redis.Cmdable, prefix string) *History {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return &History{rdb: rdb, prefix: prefix}
+}
+
+// Page is the answer to History.After.
+type Page struct {
+	// Events after the position asked for, in id order.
+	Events []event.Event
+	// Complete is false when events after the position are missing from the
+	// history (trimmed, expired, or lost with Redis's data): the reader has
+	// a gap that cannot be filled and must be told to reset.
+	Complete bool
+	// Last is the channel's newest id; 0 if the channel has none.
+	Last uint64
+}
+
+// After returns channel's events with ids greater than after, at most limit
+// of them (the oldest first; ask again from the last one for more).
+func (h *History) After(ctx context.Context, channel string, after uint64, limit int) (Page, error) {
+	var xr *redis.XMessageSliceCmd
+	var seq *redis.StringCmd
+	// One transaction, so the counter and the history agree: a message
+	// published between two separate reads would look like a gap.
+	_, err := h.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		xr = p.XRangeN(ctx, historyKey(h.prefix, channel), strconv.FormatUint(after+1, 10)+"-0", "+", int64(limit))
+		seq = p.Get(ctx, seqKey(h.prefix, channel))
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Page{}, fmt.Errorf("read history of %q: %w", channel, err)
+	}
+	var pg Page
+	if s, err := seq.Result(); err == nil {
+		pg.Last, _ = strconv.ParseUint(s, 10, 64)
+	}
+	want := after + 1
+	for _, m := range xr.Val() {
+		raw, _ := m.Values["e"].(string)
+		e, err := event.Decode([]byte(raw))
+		if err != nil || e.Channel != channel || !strings.HasPrefix(m.ID, e.ID+"-") {
+			return Page{}, fmt.Errorf("read history of %q: bad entry %s: %v", channel, m.ID, err)
+		}
+		pg.Events = append(pg.Events, e)
+	}
+	switch {
+	case len(pg.Events) > 0:
+		first, _ := strconv.ParseUint(pg.Events[0].ID, 10, 64)
+		pg.Complete = first == want
+	default:
+		// Nothing newer is kept: complete only if nothing newer exists.
+		pg.Complete = pg.Last == after
+	}
+	return pg, nil
+}
+
+// Reset reports whether a reader that had handled events up to after must be
+// told of a gap before this page's events, and the last id lost. There is
+// none to tell when the page is complete, and none yet when the history is
+// empty and the counter is not ahead of after: Redis lost its data and no
+// new event exists; the first one will show as a gap then.
+func (pg Page) Reset(after uint64) (at uint64, ok bool) {
+	switch {
+	case pg.Complete:
+		return 0, false
+	case len(pg.Events) > 0:
+		first, _ := strconv.ParseUint(pg.Events[0].ID, 10, 64)
+		return first - 1, true
+	case pg.Last > after:
+		return pg.Last, true
+	}
+	return 0, false
+}
