@@ -65,6 +65,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var draining atomic.Bool
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", ws)
+	mux.Handle("GET /events", ws.SSE())
 	mux.Handle("GET /", http.FileServerFS(web.FS))
 	probe.Register(mux, func() (string, bool) {
 		switch {

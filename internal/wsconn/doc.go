@@ -1,4 +1,8 @@
-// Package wsconn serves the WebSocket endpoint: GET /ws?channel=a&channel=b.
+// Package wsconn serves clients: the WebSocket endpoint,
+// GET /ws?channel=a&channel=b[&since=a:17], and its Server-Sent Events
+// fallback, GET /events (sse.go). Both resume: what a client missed since the
+// position it names is replayed from the history before the live stream, and
+// Positions drops what both hold.
 //
 // A request is checked before the upgrade (channel names, their number, the
 // server draining), then subscribed through a Broker, then upgraded. Because
