@@ -25,6 +25,22 @@ func NewHistory(rdb redis.Cmdable, prefix string) *History {
 	return &History{rdb: rdb, prefix: prefix}
 }
 
+// Newest returns channel's newest id, 0 if it has none.
+func (h *History) Newest(ctx context.Context, channel string) (uint64, error) {
+	s, err := h.rdb.Get(ctx, seqKey(h.prefix, channel)).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read newest id of %q: %w", channel, err)
+	}
+	id, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read newest id of %q: %q is not an id", channel, s)
+	}
+	return id, nil
+}
+
 // Page is the answer to History.After.
 type Page struct {
 	// Events after the position asked for, in id order.

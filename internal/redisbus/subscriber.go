@@ -62,7 +62,7 @@ const fillPage = 500
 
 type chanState struct {
 	refs      int
-	last      uint64 // id of the last event handled; 0 before the first. Written by Run only.
+	last      uint64 // id of the last event handled (or the newest when first confirmed; 0: none yet). Written by Run only.
 	confirmed bool
 	ready     chan struct{} // closed when Redis confirms the subscription
 }
@@ -257,9 +257,14 @@ func (s *Subscriber) runOnce(ctx context.Context) error {
 	}
 }
 
-// confirm marks a subscription live. Once Redis confirms it, every later
-// message reaches this connection, so it is also the moment to fill what a
-// reconnect may have missed: the history up to now, then the live stream.
+// confirm handles Redis's confirmation of a subscription; from then on every
+// message of the channel reaches this connection.
+//
+// The first confirmation learns the channel's position (its newest id)
+// before it releases the clients waiting in Acquire: what they trigger after
+// their socket opens has a greater id, and a later gap can be measured from
+// it. A confirmation after a reconnect is the moment to fill what the
+// connection missed: the history up to now, then the live stream.
 func (s *Subscriber) confirm(ctx context.Context, redisChannel string) error {
 	name, ok := strings.CutPrefix(redisChannel, s.opts.Prefix+":ch:")
 	if !ok {
@@ -267,19 +272,30 @@ func (s *Subscriber) confirm(ctx context.Context, redisChannel string) error {
 	}
 	s.mu.Lock()
 	st := s.chans[name]
+	var first bool
 	var last uint64
 	if st != nil {
-		last = st.last
-		if !st.confirmed {
-			st.confirmed = true
-			close(st.ready)
-		}
+		first, last = !st.confirmed, st.last
 	}
 	s.mu.Unlock()
-	if last == 0 {
+	switch {
+	case st == nil:
+		return nil // released meanwhile
+	case !first:
+		return s.fill(ctx, name, last, 0)
+	}
+	pos, err := s.hist.Newest(ctx, name)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.confirmed {
 		return nil
 	}
-	return s.fill(ctx, name, last, 0)
+	st.last, st.confirmed = pos, true
+	close(st.ready)
+	return nil
 }
 
 func (s *Subscriber) deliver(ctx context.Context, m *redis.Message) error {
@@ -326,7 +342,7 @@ func (s *Subscriber) fill(ctx context.Context, name string, from, upTo uint64) e
 		if err != nil {
 			return err
 		}
-		if at, ok := pg.Reset(from); ok {
+		if at, ok := pg.Reset(from); ok && from != 0 {
 			n := s.resets.Add(1)
 			s.log.Warn("gap in channel cannot be filled: history no longer holds it",
 				"channel", name, "last", from, "lost_through", at, "resets_total", n)
