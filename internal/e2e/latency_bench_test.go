@@ -1,8 +1,8 @@
 package e2e
 
 import (
-	"slices"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
