@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -43,6 +44,18 @@ func TestSlowClientIsCutAlone(t *testing.T) {
 	waitReadyz(t, e, "ready, 1 clients")
 	if !strings.Contains(e.logs.String(), "slow client kicked") {
 		t.Error("edge did not log the kick")
+	}
+	if v := metricValue(t, e, "pgrelay_edge_slow_clients_total"); v != 1 {
+		t.Errorf("pgrelay_edge_slow_clients_total = %v, want 1", v)
+	}
+	if v := metricValue(t, e, `pgrelay_edge_disconnections_total{reason="slow",transport="ws"}`); v != 1 {
+		t.Errorf("slow disconnections = %v, want 1", v)
+	}
+	if v := metricValue(t, e, "pgrelay_edge_messages_delivered_total"); v < n {
+		t.Errorf("pgrelay_edge_messages_delivered_total = %v, want at least %d", v, n)
+	}
+	if v := metricValue(t, e, "pgrelay_edge_delivery_latency_seconds_count"); v < n {
+		t.Errorf("delivery latency observations = %v, want at least %d", v, n)
 	}
 	got := 0
 	for {
@@ -119,4 +132,26 @@ func TestEdgeShutdownSaysGoingAway(t *testing.T) {
 			t.Errorf("client: got %v, want close 1001", err)
 		}
 	}
+}
+
+// metricValue reads one sample (name with its labels, as exposed) from p's /metrics.
+func metricValue(t *testing.T, p *proc, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get(p.url("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s /metrics has no sample %s", p.name, sample)
+	return 0
 }

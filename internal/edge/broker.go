@@ -68,7 +68,7 @@ func (b *broker) Replay(ctx context.Context, channel string, after uint64, yield
 }
 
 func message(e event.Event) *hub.Message {
-	return &hub.Message{Channel: e.Channel, ID: eventID(e), Frame: e.Frame()}
+	return &hub.Message{Channel: e.Channel, ID: eventID(e), Frame: e.Frame(), Published: e.TS}
 }
 
 func resetMessage(channel string, at uint64) *hub.Message {

@@ -13,17 +13,18 @@ import (
 // Config is the edge's configuration. cmd/edge fills it from EDGE_*
 // variables; tests start from DefaultConfig.
 type Config struct {
-	RedisURL       string        `split_words:"true" default:"redis://127.0.0.1:6379/0" desc:"Redis to subscribe to (redis:// or rediss://)"`
-	Prefix         string        `default:"pgrelay" desc:"prefix of every Redis key and channel; must match the relays'"`
-	HTTPAddr       string        `split_words:"true" default:":8080" desc:"address serving /, /ws, /healthz and /readyz"`
-	AllowedOrigins []string      `split_words:"true" desc:"extra origins (host patterns such as app.example.com or *.example.com) allowed to open sockets; empty means same origin only"`
-	MaxChannels    int           `split_words:"true" default:"32" desc:"most channels one connection may ask for"`
-	QueueSize      int           `split_words:"true" default:"256" desc:"messages that may wait for one client; a client whose queue is full is closed with 1013"`
-	WriteTimeout   time.Duration `split_words:"true" default:"10s" desc:"bound on each write to a client"`
-	PingInterval   time.Duration `split_words:"true" default:"25s" desc:"how often clients are pinged; one that does not answer within it is dropped"`
-	DrainTimeout   time.Duration `split_words:"true" default:"10s" desc:"on SIGTERM, clients are closed (1001) at random moments within this window"`
-	LogLevel       string        `split_words:"true" default:"info" desc:"debug, info, warn or error"`
-	LogFormat      string        `split_words:"true" default:"json" desc:"json or text"`
+	RedisURL        string        `split_words:"true" default:"redis://127.0.0.1:6379/0" desc:"Redis to subscribe to (redis:// or rediss://)"`
+	Prefix          string        `default:"pgrelay" desc:"prefix of every Redis key and channel; must match the relays'"`
+	HTTPAddr        string        `split_words:"true" default:":8080" desc:"address serving /, /ws, /events, /healthz, /readyz and /metrics"`
+	AllowedOrigins  []string      `split_words:"true" desc:"extra origins (host patterns such as app.example.com or *.example.com) allowed to open sockets; empty means same origin only"`
+	MaxChannels     int           `split_words:"true" default:"32" desc:"most channels one connection may ask for"`
+	QueueSize       int           `split_words:"true" default:"256" desc:"messages that may wait for one client; a client whose queue is full is closed with 1013"`
+	WriteTimeout    time.Duration `split_words:"true" default:"10s" desc:"bound on each write to a client"`
+	PingInterval    time.Duration `split_words:"true" default:"25s" desc:"how often clients are pinged; one that does not answer within it is dropped"`
+	DrainTimeout    time.Duration `split_words:"true" default:"10s" desc:"on SIGTERM, clients are closed (1001) at random moments within this window"`
+	MetricsChannels []string      `split_words:"true" desc:"channels that get their own label in /metrics (subscribers per channel); others are not labelled, so clients cannot grow the label set"`
+	LogLevel        string        `split_words:"true" default:"info" desc:"debug, info, warn or error"`
+	LogFormat       string        `split_words:"true" default:"json" desc:"json or text"`
 
 	// Listener, if set, is used instead of listening on HTTPAddr (tests).
 	Listener net.Listener `ignored:"true"`

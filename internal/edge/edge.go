@@ -19,6 +19,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/internal/event"
 	"github.com/pgrelay/pgrelay/internal/hub"
+	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/probe"
 	"github.com/pgrelay/pgrelay/internal/redisbus"
 	"github.com/pgrelay/pgrelay/internal/wsconn"
@@ -53,7 +54,22 @@ func Run(ctx context.Context, cfg Config) error {
 		Handle: func(e event.Event) { h.Publish(message(e)) },
 		Reset:  func(channel string, at uint64) { h.Publish(resetMessage(channel, at)) },
 	})
-	ws := wsconn.New(wsconn.Options{
+	var ws *wsconn.Handler
+	reg := metrics.NewRegistry()
+	observer := metrics.NewEdge(reg, metrics.EdgeSources{
+		Clients:            func() int { return ws.Len() },
+		SubscriptionLive:   bus.Live,
+		RedisChannels:      bus.Channels,
+		Received:           bus.Received,
+		Malformed:          bus.Malformed,
+		Duplicates:         bus.Duplicates,
+		Resets:             bus.Resets,
+		RedisReconnects:    bus.Reconnects,
+		Kicks:              h.Kicks,
+		ChannelSubscribers: h.Subscribers,
+	}, cfg.MetricsChannels)
+	ws = wsconn.New(wsconn.Options{
+		Observer:       observer,
 		Broker:         &broker{hub: h, bus: bus, hist: redisbus.NewHistory(rdb, cfg.Prefix)},
 		OriginPatterns: cfg.AllowedOrigins,
 		MaxChannels:    cfg.MaxChannels,
@@ -66,6 +82,7 @@ func Run(ctx context.Context, cfg Config) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", ws)
 	mux.Handle("GET /events", ws.SSE())
+	mux.Handle("GET /metrics", metrics.Handler(reg))
 	mux.Handle("GET /", http.FileServerFS(web.FS))
 	probe.Register(mux, func() (string, bool) {
 		switch {

@@ -25,6 +25,10 @@ type Event struct {
 	ID string `json:"id"`
 	// Payload is the NOTIFY payload, untouched.
 	Payload string `json:"payload"`
+	// TS is when the relay published the event, in Unix microseconds; zero
+	// if unknown. It travels in the Redis envelope for latency metrics and is
+	// not part of the client frame.
+	TS int64 `json:"ts,omitempty"`
 }
 
 // Errors returned by Decode and ValidateChannel.
@@ -73,6 +77,10 @@ func Decode(data []byte) (Event, error) {
 // The edge calls it once per message, never once per client.
 func (e Event) Frame() []byte {
 	// Marshal of a struct of strings cannot fail.
-	b, _ := json.Marshal(e)
+	b, _ := json.Marshal(struct {
+		Channel string `json:"channel"`
+		ID      string `json:"id"`
+		Payload string `json:"payload"`
+	}{e.Channel, e.ID, e.Payload})
 	return b
 }

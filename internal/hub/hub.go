@@ -36,6 +36,8 @@ type Hub struct {
 	mu   sync.RWMutex
 	subs map[string]map[*Subscriber]struct{}
 	n    int // subscribers registered
+
+	kicks atomic.Uint64
 }
 
 // New returns an empty Hub.
@@ -57,6 +59,9 @@ type Message struct {
 	Frame []byte
 	// Reset marks a frame telling clients that messages up to ID are lost.
 	Reset bool
+	// Published is when the relay published the message (Unix µs; 0 if
+	// unknown), for the delivery latency metric.
+	Published int64
 }
 
 // Subscriber is one client's registration: the channels it reads and its queue.
@@ -146,10 +151,21 @@ func (h *Hub) kick(s *Subscriber) {
 	if s.isKicked.Swap(true) {
 		return
 	}
+	h.kicks.Add(1)
 	close(s.kicked)
 	if h.opts.OnKick != nil {
 		h.opts.OnKick(s)
 	}
+}
+
+// Kicks counts subscribers cut off for a full queue.
+func (h *Hub) Kicks() uint64 { return h.kicks.Load() }
+
+// Subscribers returns the number of subscribers of channel.
+func (h *Hub) Subscribers(channel string) int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.subs[channel])
 }
 
 // Len returns the number of registered subscribers.

@@ -98,7 +98,8 @@ func (p *Publisher) publish(ctx context.Context, channel, payload, dkey string) 
 	body, err := json.Marshal(struct {
 		Channel string `json:"channel"`
 		Payload string `json:"payload"`
-	}{channel, payload})
+		TS      int64  `json:"ts"`
+	}{channel, payload, time.Now().UnixMicro()})
 	if err != nil {
 		return "", false, fmt.Errorf("encode %q: %w", channel, err)
 	}

@@ -55,6 +55,8 @@ type Subscriber struct {
 	malformed  atomic.Uint64
 	duplicates atomic.Uint64
 	resets     atomic.Uint64
+	received   atomic.Uint64
+	reconnects atomic.Uint64
 }
 
 // fillPage is how many history entries one read fetches while filling a gap.
@@ -107,6 +109,19 @@ func (s *Subscriber) Duplicates() uint64 { return s.duplicates.Load() }
 
 // Resets counts gaps the history could not fill.
 func (s *Subscriber) Resets() uint64 { return s.resets.Load() }
+
+// Received counts valid messages read from Redis (live, before dedupe).
+func (s *Subscriber) Received() uint64 { return s.received.Load() }
+
+// Reconnects counts pub/sub connections lost and retried.
+func (s *Subscriber) Reconnects() uint64 { return s.reconnects.Load() }
+
+// Channels returns how many channels are subscribed.
+func (s *Subscriber) Channels() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.chans)
+}
 
 // Acquire subscribes to channels (one reference each) and waits until Redis
 // has confirmed every one of them, or ctx ends. On error the references are
@@ -179,7 +194,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if time.Since(start) > 2*s.opts.MaxBackoff {
 			delay = s.opts.MinBackoff // the connection had been healthy: start over
 		}
-		s.log.Warn("redis subscription lost; messages published until it is back are missed",
+		s.reconnects.Add(1)
+		s.log.Warn("redis subscription lost; reconnecting, then filling the gap from the history",
 			"err", err, "retry_in", delay.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
@@ -312,6 +328,7 @@ func (s *Subscriber) deliver(ctx context.Context, m *redis.Message) error {
 		s.log.Warn("skipped malformed message from redis", "channel", name, "err", err, "skipped_total", n)
 		return nil
 	}
+	s.received.Add(1)
 	id, _ := strconv.ParseUint(e.ID, 10, 64) // Decode checked it
 	last, ok := s.lastOf(name)
 	switch {

@@ -34,9 +34,35 @@ const (
 	CodeGoingAway = websocket.StatusGoingAway
 )
 
+// Observer is told what happens to clients, for metrics. Its methods are
+// called from every client's goroutine: they must be quick and safe for
+// concurrent use.
+type Observer interface {
+	// Refused counts a request refused before the upgrade, by reason:
+	// "bad_request", "draining", "unavailable".
+	Refused(reason string)
+	// Connected counts a client that got its stream; transport is "ws" or "sse".
+	Connected(transport string)
+	// Disconnected counts a client that is gone, by reason: "client" (it
+	// left), "slow", "going_away", "write_error", "ping_timeout",
+	// "history_unavailable", "policy" (it sent data).
+	Disconnected(transport, reason string)
+	// Delivered counts one message written to a client, at time at.
+	Delivered(m *hub.Message, at time.Time)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Refused(string)                    {}
+func (nopObserver) Connected(string)                  {}
+func (nopObserver) Disconnected(string, string)       {}
+func (nopObserver) Delivered(*hub.Message, time.Time) {}
+
 // Options configures a Handler. Broker is required.
 type Options struct {
 	Broker Broker
+	// Observer, if set, is told about clients (metrics).
+	Observer Observer
 	// OriginPatterns lists the extra origins (host patterns, path.Match
 	// syntax) allowed to open sockets. The request's own host is always
 	// allowed; empty means same-origin only.
@@ -90,6 +116,9 @@ func New(opts Options) *Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
 	return &Handler{opts: opts, log: opts.Logger, conns: make(map[*conn]struct{})}
 }
 
@@ -121,33 +150,28 @@ func ParseChannels(q map[string][]string, max int) ([]string, error) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	chans, err := ParseChannels(q, h.opts.MaxChannels)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
+	if err == nil {
+		var since map[string]uint64
+		if since, err = event.ParseSince(chans, q["since"]); err == nil {
+			h.serveWS(w, r, chans, since)
+			return
+		}
 	}
-	since, err := event.ParseSince(chans, q["since"])
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	if h.draining.Load() {
-		unavailable(w, "edge is shutting down")
-		return
-	}
+	h.opts.Observer.Refused("bad_request")
+	http.Error(w, err.Error(), http.StatusBadRequest)
+}
 
-	subCtx, cancel := context.WithTimeout(r.Context(), h.opts.SubscribeTimeout)
-	sub, err := h.opts.Broker.Subscribe(subCtx, chans)
-	cancel()
-	if err != nil {
-		h.log.Warn("subscribe failed", "channels", chans, "err", err)
-		unavailable(w, "subscription not ready")
+func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string, since map[string]uint64) {
+	sub, ok := h.subscribe(w, r, chans)
+	if !ok {
 		return
 	}
 	defer h.opts.Broker.Unsubscribe(sub)
 
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.opts.OriginPatterns})
 	if err != nil {
-		return // Accept has answered the request
+		h.opts.Observer.Refused("bad_request")
+		return // Accept has answered the request (403 for a foreign origin)
 	}
 	defer ws.CloseNow()
 
@@ -158,23 +182,66 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer h.untrack(c)
 
-	h.serve(ws, c, sub, since)
+	h.opts.Observer.Connected("ws")
+	h.opts.Observer.Disconnected("ws", h.serve(ws, c, sub, since))
+}
+
+// subscribe subscribes a client, or answers 503 and returns false.
+func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, chans []string) (*hub.Subscriber, bool) {
+	if h.draining.Load() {
+		h.opts.Observer.Refused("draining")
+		unavailable(w, "edge is shutting down")
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.opts.SubscribeTimeout)
+	defer cancel()
+	sub, err := h.opts.Broker.Subscribe(ctx, chans)
+	if err != nil {
+		h.log.Warn("subscribe failed", "channels", chans, "err", err)
+		h.opts.Observer.Refused("unavailable")
+		unavailable(w, "subscription not ready")
+		return nil, false
+	}
+	return sub, true
 }
 
 // serve is the connection's single writer. It first replays what the client
 // missed on each channel it resumes, then writes the live queue, which has
 // been filling since before the replay began: Positions drops what both hold.
-func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, since map[string]uint64) {
-	// CloseRead reads (and answers) control frames; a data frame from the
-	// client closes the connection with 1008, and ctx ends with the reader.
-	ctx := ws.CloseRead(context.Background())
-	ctx, cancel := context.WithCancel(ctx)
+// It returns why the connection ended, for the Observer.
+func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, since map[string]uint64) (reason string) {
+	// The reader answers pings and closes; clients only listen, so a data
+	// frame closes the connection with 1008. ctx ends with the reader.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var policy atomic.Bool
+	go func() {
+		defer cancel()
+		if _, _, err := ws.Reader(ctx); err == nil {
+			policy.Store(true)
+			ws.Close(websocket.StatusPolicyViolation, "unexpected data message: clients only listen")
+		}
+	}()
 	// writeCtx ends when the hub kicks this client: a write blocked on a
 	// client that stopped reading is abandoned at once, not after WriteTimeout.
 	writeCtx, cancelWrites := context.WithCancel(ctx)
 	defer cancelWrites()
-	go h.watch(ctx, cancel, cancelWrites, ws, sub)
+	var pingFailed atomic.Bool
+	go h.watch(ctx, func() { pingFailed.Store(true); cancel() }, cancelWrites, ws, sub)
+	// ended names why the loop stopped on an error or a closed context.
+	ended := func() string {
+		switch {
+		case pingFailed.Load():
+			return "ping_timeout"
+		case isKicked(sub):
+			return "slow"
+		case policy.Load():
+			return "policy"
+		case ctx.Err() != nil:
+			return "client"
+		}
+		return "write_error"
+	}
 
 	pos := make(hub.Positions, len(since))
 	for ch, id := range since {
@@ -183,14 +250,15 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, since 
 			if !pos.Pass(m) {
 				return nil
 			}
-			return h.write(writeCtx, ws, m.Frame)
+			return h.write(writeCtx, ws, m)
 		})
 		if err != nil {
-			if writeCtx.Err() == nil {
+			if writeCtx.Err() == nil && !errors.As(err, new(writeError)) {
 				h.log.Warn("replay failed", "channel", ch, "since", id, "err", err)
 				ws.Close(websocket.StatusTryAgainLater, "history unavailable, reconnect later")
+				return "history_unavailable"
 			}
-			return
+			return ended()
 		}
 	}
 
@@ -198,7 +266,7 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, since 
 		select {
 		case <-sub.Kicked(): // before any queued frame
 			ws.Close(CodeSlow, "slow client, reconnect later")
-			return
+			return "slow"
 		default:
 		}
 		select {
@@ -206,25 +274,44 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, since 
 			if !pos.Pass(m) {
 				continue
 			}
-			if err := h.write(writeCtx, ws, m.Frame); err != nil {
-				return
+			if err := h.write(writeCtx, ws, m); err != nil {
+				return ended()
 			}
 		case <-sub.Kicked():
 			ws.Close(CodeSlow, "slow client, reconnect later")
-			return
+			return "slow"
 		case <-c.goAway:
 			ws.Close(CodeGoingAway, "edge is shutting down")
-			return
+			return "going_away"
 		case <-ctx.Done():
-			return
+			return ended()
 		}
 	}
 }
 
-func (h *Handler) write(ctx context.Context, ws *websocket.Conn, frame []byte) error {
+// writeError marks a failed write to the client, as opposed to a failed
+// history read, when both can end a replay.
+type writeError struct{ error }
+
+func (e writeError) Unwrap() error { return e.error }
+
+func (h *Handler) write(ctx context.Context, ws *websocket.Conn, m *hub.Message) error {
 	ctx, cancel := context.WithTimeout(ctx, h.opts.WriteTimeout)
 	defer cancel()
-	return ws.Write(ctx, websocket.MessageText, frame)
+	if err := ws.Write(ctx, websocket.MessageText, m.Frame); err != nil {
+		return writeError{err}
+	}
+	h.opts.Observer.Delivered(m, time.Now())
+	return nil
+}
+
+func isKicked(sub *hub.Subscriber) bool {
+	select {
+	case <-sub.Kicked():
+		return true
+	default:
+		return false
+	}
 }
 
 // watch pings the client to keep the connection alive through proxies and

@@ -3,6 +3,7 @@ package wsconn
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -30,6 +31,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	chans, err := ParseChannels(q, h.opts.MaxChannels)
 	if err != nil {
+		h.opts.Observer.Refused("bad_request")
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
@@ -39,19 +41,12 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 	}
 	since, err := event.ParseCursor(chans, cursor)
 	if err != nil {
+		h.opts.Observer.Refused("bad_request")
 		http.Error(w, "Last-Event-ID: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if h.draining.Load() {
-		unavailable(w, "edge is shutting down")
-		return
-	}
-	subCtx, cancel := context.WithTimeout(r.Context(), h.opts.SubscribeTimeout)
-	sub, err := h.opts.Broker.Subscribe(subCtx, chans)
-	cancel()
-	if err != nil {
-		h.log.Warn("subscribe failed", "channels", chans, "err", err)
-		unavailable(w, "subscription not ready")
+	sub, ok := h.subscribe(w, r, chans)
+	if !ok {
 		return
 	}
 	defer h.opts.Broker.Unsubscribe(sub)
@@ -69,7 +64,8 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Accel-Buffering", "no") // ask nginx-style proxies not to buffer
 	w.WriteHeader(http.StatusOK)
 	s := &sseStream{h: h, rc: http.NewResponseController(w), bw: bufio.NewWriter(w), pos: make(map[string]uint64)}
-	h.serveEvents(r.Context(), s, c, sub, since)
+	h.opts.Observer.Connected("sse")
+	h.opts.Observer.Disconnected("sse", h.serveEvents(r.Context(), s, c, sub, since))
 }
 
 // sseStream writes events to one response; its writer goroutine is the only user.
@@ -88,7 +84,11 @@ func (s *sseStream) send(m *hub.Message) error {
 		kind = "reset"
 	}
 	fmt.Fprintf(s.bw, "id: %s\nevent: %s\ndata: %s\n\n", event.FormatCursor(s.pos), kind, m.Frame)
-	return s.flush()
+	if err := s.flush(); err != nil {
+		return writeError{err}
+	}
+	s.h.opts.Observer.Delivered(m, time.Now())
+	return nil
 }
 
 func (s *sseStream) comment(text string) error {
@@ -105,11 +105,18 @@ func (s *sseStream) flush() error {
 }
 
 // serveEvents is the SSE twin of serve: replay, then the live queue, with
-// keepalive comments and the same slow-client and drain handling.
-func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *hub.Subscriber, since map[string]uint64) {
+// keepalive comments and the same slow-client and drain handling. It
+// returns why the stream ended.
+func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *hub.Subscriber, since map[string]uint64) (reason string) {
+	ended := func() string {
+		if ctx.Err() != nil {
+			return "client"
+		}
+		return "write_error"
+	}
 	fmt.Fprintf(s.bw, "retry: 1000\n\n") // reconnect after 1s, not the browser's 3s
 	if err := s.comment("pgrelay"); err != nil {
-		return
+		return ended()
 	}
 	pos := make(hub.Positions, len(since))
 	for ch, id := range since {
@@ -122,11 +129,12 @@ func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *h
 			return s.send(m)
 		})
 		if err != nil {
-			if ctx.Err() == nil {
+			if ctx.Err() == nil && !errors.As(err, new(writeError)) {
 				h.log.Warn("replay failed", "channel", ch, "since", id, "err", err)
 				_ = s.comment("history unavailable, reconnect later")
+				return "history_unavailable"
 			}
-			return
+			return ended()
 		}
 	}
 	ping := time.NewTicker(h.opts.PingInterval)
@@ -138,20 +146,20 @@ func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *h
 				continue
 			}
 			if err := s.send(m); err != nil {
-				return
+				return ended()
 			}
 		case <-ping.C:
 			if err := s.comment("ping"); err != nil {
-				return
+				return ended()
 			}
 		case <-sub.Kicked():
 			_ = s.comment("slow client, reconnect later")
-			return
+			return "slow"
 		case <-c.goAway:
 			_ = s.comment("edge is shutting down")
-			return
+			return "going_away"
 		case <-ctx.Done():
-			return
+			return "client"
 		}
 	}
 }
