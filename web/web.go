@@ -3,7 +3,7 @@ package web
 
 import "embed"
 
-// FS holds index.html, app.js and style.css.
+// FS holds index.html, app.js, pgrelay.js (the browser client) and style.css.
 //
-//go:embed index.html app.js style.css
+//go:embed index.html app.js pgrelay.js style.css
 var FS embed.FS
