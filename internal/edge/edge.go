@@ -54,6 +54,11 @@ func Run(ctx context.Context, cfg Config) error {
 		Handle: func(e event.Event) { h.Publish(message(e)) },
 		Reset:  func(channel string, at uint64) { h.Publish(resetMessage(channel, at)) },
 	})
+	authorize, watchKeys, err := newAuthorizer(cfg, log)
+	if err != nil {
+		return err
+	}
+
 	var ws *wsconn.Handler
 	reg := metrics.NewRegistry()
 	observer := metrics.NewEdge(reg, metrics.EdgeSources{
@@ -69,6 +74,8 @@ func Run(ctx context.Context, cfg Config) error {
 		ChannelSubscribers: h.Subscribers,
 	}, cfg.MetricsChannels)
 	ws = wsconn.New(wsconn.Options{
+		Authorize:      authorize,
+		MaxConnections: cfg.MaxConnections,
 		Observer:       observer,
 		Broker:         &broker{hub: h, bus: bus, hist: redisbus.NewHistory(rdb, cfg.Prefix)},
 		OriginPatterns: cfg.AllowedOrigins,
@@ -103,18 +110,20 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	srv := &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
 	busCtx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = bus.Run(busCtx) })
+	wg.Go(func() { watchKeys(busCtx) })
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("edge started", "addr", ln.Addr().String(), "prefix", cfg.Prefix)
 
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:

@@ -38,7 +38,7 @@ func NewEdge(reg prometheus.Registerer, src EdgeSources, labelChannels []string)
 	m := &Edge{
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgrelay_edge_requests_refused_total",
-			Help: "Client requests refused before the stream started, by reason (bad_request, draining, unavailable).",
+			Help: "Client requests refused before the stream started, by reason (bad_request, unauthorized, draining, full, unavailable).",
 		}, []string{"reason"}),
 		connected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgrelay_edge_connections_total",
@@ -46,7 +46,7 @@ func NewEdge(reg prometheus.Registerer, src EdgeSources, labelChannels []string)
 		}, []string{"transport"}),
 		disconnected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgrelay_edge_disconnections_total",
-			Help: "Clients gone, by transport and reason (client, slow, going_away, write_error, ping_timeout, history_unavailable, policy).",
+			Help: "Clients gone, by transport and reason (client, slow, going_away, write_error, ping_timeout, history_unavailable, policy, token_expired).",
 		}, []string{"transport", "reason"}),
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgrelay_edge_messages_delivered_total",

@@ -28,6 +28,9 @@ type Broker interface {
 
 // Close codes sent to clients, besides the library's usual ones.
 const (
+	// CodeTokenExpired tells a client its token expired: fetch a new one
+	// and reconnect (with since). Codes 4001-4099 are for authentication.
+	CodeTokenExpired websocket.StatusCode = 4001
 	// CodeSlow tells a client it fell behind and should reconnect later.
 	CodeSlow = websocket.StatusTryAgainLater
 	// CodeGoingAway tells a client this edge is shutting down.
@@ -39,13 +42,13 @@ const (
 // concurrent use.
 type Observer interface {
 	// Refused counts a request refused before the upgrade, by reason:
-	// "bad_request", "draining", "unavailable".
+	// "bad_request", "unauthorized", "draining", "full", "unavailable".
 	Refused(reason string)
 	// Connected counts a client that got its stream; transport is "ws" or "sse".
 	Connected(transport string)
 	// Disconnected counts a client that is gone, by reason: "client" (it
 	// left), "slow", "going_away", "write_error", "ping_timeout",
-	// "history_unavailable", "policy" (it sent data).
+	// "history_unavailable", "policy" (it sent data), "token_expired".
 	Disconnected(transport, reason string)
 	// Delivered counts one message written to a client, at time at.
 	Delivered(m *hub.Message, at time.Time)
@@ -58,9 +61,28 @@ func (nopObserver) Connected(string)                  {}
 func (nopObserver) Disconnected(string, string)       {}
 func (nopObserver) Delivered(*hub.Message, time.Time) {}
 
+// Authorize decides whether r may read channels. It returns when the grant
+// expires (zero: never) or an error, which refuses the request before the
+// upgrade: with the status of an *AuthError, else 401.
+type Authorize func(r *http.Request, channels []string) (expires time.Time, err error)
+
+// AuthError is an Authorize error with its HTTP status (401 or 403).
+type AuthError struct {
+	Status int
+	Err    error
+}
+
+func (e *AuthError) Error() string { return e.Err.Error() }
+func (e *AuthError) Unwrap() error { return e.Err }
+
 // Options configures a Handler. Broker is required.
 type Options struct {
 	Broker Broker
+	// Authorize, if set, checks every request before it subscribes.
+	Authorize Authorize
+	// MaxConnections is the most clients served at once; beyond it requests
+	// get 503 with Retry-After before the upgrade. Zero means 10000.
+	MaxConnections int
 	// Observer, if set, is told about clients (metrics).
 	Observer Observer
 	// OriginPatterns lists the extra origins (host patterns, path.Match
@@ -86,6 +108,7 @@ type Handler struct {
 	log  *slog.Logger
 
 	draining atomic.Bool
+	slots    atomic.Int64 // clients subscribed or being subscribed, against MaxConnections
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	wg       sync.WaitGroup
@@ -103,6 +126,9 @@ func (c *conn) sendGoAway() { c.goAwayOnce.Do(func() { close(c.goAway) }) }
 func New(opts Options) *Handler {
 	if opts.MaxChannels <= 0 {
 		opts.MaxChannels = 32
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = 10000
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
@@ -162,13 +188,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string, since map[string]uint64) {
-	sub, ok := h.subscribe(w, r, chans)
+	sub, expires, ok := h.subscribe(w, r, chans)
 	if !ok {
 		return
 	}
-	defer h.opts.Broker.Unsubscribe(sub)
+	defer h.unsubscribe(sub)
 
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.opts.OriginPatterns})
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		OriginPatterns: h.opts.OriginPatterns,
+		// A browser sends its token as a second subprotocol; the edge
+		// selects this one, never echoing the token.
+		Subprotocols: []string{"pgrelay"},
+	})
 	if err != nil {
 		h.opts.Observer.Refused("bad_request")
 		return // Accept has answered the request (403 for a foreign origin)
@@ -183,33 +214,65 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 	defer h.untrack(c)
 
 	h.opts.Observer.Connected("ws")
-	h.opts.Observer.Disconnected("ws", h.serve(ws, c, sub, since))
+	h.opts.Observer.Disconnected("ws", h.serve(ws, c, sub, since, expires))
 }
 
-// subscribe subscribes a client, or answers 503 and returns false.
-func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, chans []string) (*hub.Subscriber, bool) {
-	if h.draining.Load() {
+// subscribe authorizes and subscribes a client, or answers the request
+// (401/403, or 503 with Retry-After) and returns false.
+func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, chans []string) (*hub.Subscriber, time.Time, bool) {
+	var expires time.Time
+	if h.opts.Authorize != nil {
+		var err error
+		if expires, err = h.opts.Authorize(r, chans); err != nil {
+			status := http.StatusUnauthorized
+			var ae *AuthError
+			if errors.As(err, &ae) {
+				status = ae.Status
+			}
+			h.log.Info("client refused", "status", status, "err", err, "remote", r.RemoteAddr)
+			h.opts.Observer.Refused("unauthorized")
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="pgrelay"`)
+			}
+			http.Error(w, err.Error(), status)
+			return nil, expires, false
+		}
+	}
+	switch {
+	case h.draining.Load():
 		h.opts.Observer.Refused("draining")
 		unavailable(w, "edge is shutting down")
-		return nil, false
+		return nil, expires, false
+	case h.slots.Add(1) > int64(h.opts.MaxConnections):
+		h.slots.Add(-1)
+		h.opts.Observer.Refused("full")
+		unavailable(w, "edge is full")
+		return nil, expires, false
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.SubscribeTimeout)
 	defer cancel()
 	sub, err := h.opts.Broker.Subscribe(ctx, chans)
 	if err != nil {
+		h.slots.Add(-1)
 		h.log.Warn("subscribe failed", "channels", chans, "err", err)
 		h.opts.Observer.Refused("unavailable")
 		unavailable(w, "subscription not ready")
-		return nil, false
+		return nil, expires, false
 	}
-	return sub, true
+	return sub, expires, true
+}
+
+// unsubscribe undoes subscribe.
+func (h *Handler) unsubscribe(sub *hub.Subscriber) {
+	h.opts.Broker.Unsubscribe(sub)
+	h.slots.Add(-1)
 }
 
 // serve is the connection's single writer. It first replays what the client
 // missed on each channel it resumes, then writes the live queue, which has
 // been filling since before the replay began: Positions drops what both hold.
 // It returns why the connection ended, for the Observer.
-func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, since map[string]uint64) (reason string) {
+func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, since map[string]uint64, expires time.Time) (reason string) {
 	// The reader answers pings and closes; clients only listen, so a data
 	// frame closes the connection with 1008. ctx ends with the reader.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -242,6 +305,9 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, since 
 		}
 		return "write_error"
 	}
+
+	expired := expiry(expires)
+	defer expired.Stop()
 
 	pos := make(hub.Positions, len(since))
 	for ch, id := range since {
@@ -283,6 +349,9 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, since 
 		case <-c.goAway:
 			ws.Close(CodeGoingAway, "edge is shutting down")
 			return "going_away"
+		case <-expired.C:
+			ws.Close(CodeTokenExpired, "token expired: fetch a new one and reconnect")
+			return "token_expired"
 		case <-ctx.Done():
 			return ended()
 		}
@@ -303,6 +372,16 @@ func (h *Handler) write(ctx context.Context, ws *websocket.Conn, m *hub.Message)
 	}
 	h.opts.Observer.Delivered(m, time.Now())
 	return nil
+}
+
+// expiry returns a timer that fires at t, or never if t is zero.
+func expiry(t time.Time) *time.Timer {
+	if t.IsZero() {
+		tm := time.NewTimer(time.Hour)
+		tm.Stop()
+		return tm
+	}
+	return time.NewTimer(time.Until(t))
 }
 
 func isKicked(sub *hub.Subscriber) bool {

@@ -45,11 +45,11 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Last-Event-ID: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	sub, ok := h.subscribe(w, r, chans)
+	sub, expires, ok := h.subscribe(w, r, chans)
 	if !ok {
 		return
 	}
-	defer h.opts.Broker.Unsubscribe(sub)
+	defer h.unsubscribe(sub)
 
 	c := &conn{goAway: make(chan struct{})}
 	if !h.track(c) {
@@ -65,7 +65,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	s := &sseStream{h: h, rc: http.NewResponseController(w), bw: bufio.NewWriter(w), pos: make(map[string]uint64)}
 	h.opts.Observer.Connected("sse")
-	h.opts.Observer.Disconnected("sse", h.serveEvents(r.Context(), s, c, sub, since))
+	h.opts.Observer.Disconnected("sse", h.serveEvents(r.Context(), s, c, sub, since, expires))
 }
 
 // sseStream writes events to one response; its writer goroutine is the only user.
@@ -107,7 +107,9 @@ func (s *sseStream) flush() error {
 // serveEvents is the SSE twin of serve: replay, then the live queue, with
 // keepalive comments and the same slow-client and drain handling. It
 // returns why the stream ended.
-func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *hub.Subscriber, since map[string]uint64) (reason string) {
+func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *hub.Subscriber, since map[string]uint64, expires time.Time) (reason string) {
+	expired := expiry(expires)
+	defer expired.Stop()
 	ended := func() string {
 		if ctx.Err() != nil {
 			return "client"
@@ -158,6 +160,9 @@ func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *h
 		case <-c.goAway:
 			_ = s.comment("edge is shutting down")
 			return "going_away"
+		case <-expired.C:
+			_ = s.comment("token expired: fetch a new one and reconnect")
+			return "token_expired"
 		case <-ctx.Done():
 			return "client"
 		}
