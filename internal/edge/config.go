@@ -31,6 +31,7 @@ type Config struct {
 	MaxConnections   int           `split_words:"true" default:"10000" desc:"most clients at once; beyond it requests get 503 with Retry-After before the upgrade"`
 	MaxChannels      int           `split_words:"true" default:"32" desc:"most channels one connection may ask for"`
 	QueueSize        int           `split_words:"true" default:"256" desc:"messages that may wait for one client; a client whose queue is full is closed with 1013"`
+	QueueBytes       int           `split_words:"true" default:"4194304" desc:"frame bytes that may wait for one client (4 MiB); beyond it the client is closed with 1013, as with a full queue"`
 	WriteTimeout     time.Duration `split_words:"true" default:"10s" desc:"bound on each write to a client"`
 	HeaderTimeout    time.Duration `split_words:"true" default:"5s" desc:"time a client has to send its request headers (slowloris)"`
 	MaxHeaderBytes   int           `split_words:"true" default:"16384" desc:"largest request line and headers accepted (URL, cookies, token)"`
@@ -60,6 +61,7 @@ func DefaultConfig() Config {
 		MaxHeaderBytes: 16384,
 		MaxChannels:    32,
 		QueueSize:      256,
+		QueueBytes:     4 << 20,
 		WriteTimeout:   10 * time.Second,
 		PingInterval:   25 * time.Second,
 		DrainTimeout:   10 * time.Second,
@@ -106,6 +108,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("EDGE_JWT_LEEWAY: must not be negative, got %s", c.JWTLeeway)
 	case c.MaxChannels < 1:
 		return fmt.Errorf("EDGE_MAX_CHANNELS: must be at least 1, got %d", c.MaxChannels)
+	case c.QueueBytes < 1:
+		return fmt.Errorf("EDGE_QUEUE_BYTES: must be at least 1, got %d", c.QueueBytes)
 	case c.QueueSize < 1:
 		return fmt.Errorf("EDGE_QUEUE_SIZE: must be at least 1, got %d", c.QueueSize)
 	case c.WriteTimeout <= 0:

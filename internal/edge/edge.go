@@ -43,7 +43,8 @@ func Run(ctx context.Context, cfg Config) error {
 	defer rdb.Close()
 
 	h := hub.New(hub.Options{
-		QueueSize: cfg.QueueSize,
+		QueueSize:  cfg.QueueSize,
+		QueueBytes: cfg.QueueBytes,
 		OnKick: func(s *hub.Subscriber) {
 			log.Warn("slow client kicked", "channels", s.Channels(), "queue", s.QueueLen())
 		},

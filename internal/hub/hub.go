@@ -24,6 +24,10 @@ type Options struct {
 	// Zero means DefaultQueueSize. A subscriber whose queue is full when a
 	// frame arrives is kicked.
 	QueueSize int
+	// QueueBytes bounds the frame bytes waiting for one subscriber; zero
+	// means no byte bound. A subscriber over it is kicked, like one whose
+	// queue is full: large payloads cannot pile up QueueSize times.
+	QueueBytes int
 	// OnKick, if set, is called once for each kicked subscriber, from the
 	// publishing goroutine. It must not block and must not call the Hub.
 	OnKick func(*Subscriber)
@@ -70,8 +74,13 @@ type Subscriber struct {
 	queue    chan *Message
 	kicked   chan struct{}
 	isKicked atomic.Bool
-	inHub    bool // guarded by Hub.mu
+	inHub    bool         // guarded by Hub.mu
+	bytes    atomic.Int64 // frame bytes queued, when Options.QueueBytes is set
 }
+
+// Dequeued tells the hub the subscriber's writer took m off its queue, so
+// that its bytes no longer count against Options.QueueBytes.
+func (s *Subscriber) Dequeued(m *Message) { s.bytes.Add(-int64(len(m.Frame))) }
 
 // Channels returns the channels s was subscribed with. Do not modify it.
 func (s *Subscriber) Channels() []string { return s.channels }
@@ -133,6 +142,10 @@ func (h *Hub) Publish(m *Message) (delivered int) {
 	defer h.mu.RUnlock()
 	for s := range h.subs[m.Channel] {
 		if s.isKicked.Load() {
+			continue
+		}
+		if h.opts.QueueBytes > 0 && s.bytes.Add(int64(len(m.Frame))) > int64(h.opts.QueueBytes) {
+			h.kick(s)
 			continue
 		}
 		select {

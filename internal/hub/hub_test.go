@@ -35,13 +35,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// drain returns every frame queued for s without waiting.
+// msg returns a message for channel carrying frame, with no id.
+func msg(channel string, frame []byte) *hub.Message {
+	return &hub.Message{Channel: channel, Frame: frame}
+}
+
+// drain returns the frame of every message queued for s without waiting.
 func drain(s *hub.Subscriber) []string {
 	var out []string
 	for {
 		select {
 		case f := <-s.Queue():
-			out = append(out, string(f))
+			out = append(out, string(f.Frame))
 		default:
 			return out
 		}
@@ -56,7 +61,7 @@ func TestPublishReachesOnlySubscribersOfChannel(t *testing.T) {
 	b := h.Subscribe([]string{"b"})
 	prefix := h.Subscribe([]string{"aa"}) // a name that merely shares a prefix
 
-	if n := h.Publish("a", []byte("x")); n != 2 {
+	if n := h.Publish(msg("a", []byte("x"))); n != 2 {
 		t.Errorf("Publish(a) delivered to %d subscribers, want 2", n)
 	}
 	for _, s := range []*hub.Subscriber{a1, a2} {
@@ -70,10 +75,10 @@ func TestPublishReachesOnlySubscribersOfChannel(t *testing.T) {
 		}
 	}
 
-	if n := h.Publish("nobody", []byte("y")); n != 0 {
+	if n := h.Publish(msg("nobody", []byte("y"))); n != 0 {
 		t.Errorf("Publish to a channel without subscribers delivered to %d", n)
 	}
-	if n := h.Publish("b", []byte("z")); n != 1 {
+	if n := h.Publish(msg("b", []byte("z"))); n != 1 {
 		t.Errorf("Publish(b) delivered to %d subscribers, want 1", n)
 	}
 	if got := drain(b); !slices.Equal(got, []string{"z"}) {
@@ -91,17 +96,27 @@ func TestOrderPreservedPerSubscriber(t *testing.T) {
 	const n = 200
 	h := hub.New(hub.Options{QueueSize: n})
 	subs := []*hub.Subscriber{h.Subscribe([]string{"c"}), h.Subscribe([]string{"c", "other"}), h.Subscribe([]string{"c"})}
+	sent := make([]*hub.Message, n)
 	for i := range n {
-		h.Publish("c", []byte(strconv.Itoa(i)))
+		sent[i] = &hub.Message{Channel: "c", ID: uint64(1000 + i), Frame: []byte(strconv.Itoa(i))}
+		h.Publish(sent[i])
 	}
 	for j, s := range subs {
-		got := drain(s)
-		if len(got) != n {
-			t.Fatalf("subscriber %d got %d frames, want %d", j, len(got), n)
+		var got []*hub.Message
+		for len(s.Queue()) > 0 {
+			got = append(got, <-s.Queue())
 		}
-		for i, f := range got {
-			if f != strconv.Itoa(i) {
-				t.Fatalf("subscriber %d: frame %d is %q, want %q (order broken)", j, i, f, strconv.Itoa(i))
+		if len(got) != n {
+			t.Fatalf("subscriber %d got %d messages, want %d", j, len(got), n)
+		}
+		for i, m := range got {
+			// Every subscriber is handed the very Message published,
+			// untouched: the frame is encoded once for all.
+			if m != sent[i] {
+				t.Fatalf("subscriber %d: message %d is %+v, want the one published %d-th (order broken or copied)", j, i, m, i)
+			}
+			if m.Channel != "c" || m.ID != uint64(1000+i) || string(m.Frame) != strconv.Itoa(i) || m.Reset {
+				t.Fatalf("subscriber %d: message %d was modified: %+v", j, i, m)
 			}
 		}
 	}
@@ -112,11 +127,11 @@ func TestSubscriberOfSeveralChannelsGetsAll(t *testing.T) {
 	h := hub.New(hub.Options{})
 	s := h.Subscribe([]string{"x", "y", "z"})
 	only := h.Subscribe([]string{"y"})
-	h.Publish("x", []byte("1"))
-	h.Publish("y", []byte("2"))
-	h.Publish("z", []byte("3"))
-	h.Publish("y", []byte("4"))
-	h.Publish("w", []byte("5"))
+	h.Publish(msg("x", []byte("1")))
+	h.Publish(msg("y", []byte("2")))
+	h.Publish(msg("z", []byte("3")))
+	h.Publish(msg("y", []byte("4")))
+	h.Publish(msg("w", []byte("5")))
 	if got, want := drain(s), []string{"1", "2", "3", "4"}; !slices.Equal(got, want) {
 		t.Errorf("subscriber of x,y,z got %q, want %q", got, want)
 	}
@@ -132,10 +147,10 @@ func TestDuplicateChannelsDeduped(t *testing.T) {
 	if got, want := s.Channels(), []string{"a", "b"}; !slices.Equal(got, want) {
 		t.Errorf("Channels() = %q, want %q", got, want)
 	}
-	if n := h.Publish("a", []byte("m")); n != 1 {
+	if n := h.Publish(msg("a", []byte("m"))); n != 1 {
 		t.Errorf("Publish delivered %d copies, want 1", n)
 	}
-	if n := h.Publish("b", []byte("n")); n != 1 {
+	if n := h.Publish(msg("b", []byte("n"))); n != 1 {
 		t.Errorf("Publish delivered %d copies, want 1", n)
 	}
 	if got, want := drain(s), []string{"m", "n"}; !slices.Equal(got, want) {
@@ -145,7 +160,7 @@ func TestDuplicateChannelsDeduped(t *testing.T) {
 		t.Errorf("Len() = %d, want 1", h.Len())
 	}
 	h.Unsubscribe(s)
-	if n := h.Publish("a", []byte("m")); n != 0 {
+	if n := h.Publish(msg("a", []byte("m"))); n != 0 {
 		t.Errorf("after Unsubscribe, Publish delivered to %d", n)
 	}
 	if h.Len() != 0 {
@@ -179,14 +194,14 @@ func TestFullQueueKicksOnlyThatSubscriber(t *testing.T) {
 			if i >= size {
 				want = 1 // slow is full (i == size) or already kicked (i > size)
 			}
-			if n := h.Publish("c", []byte(frame)); n != want {
+			if n := h.Publish(msg("c", []byte(frame))); n != want {
 				t.Errorf("publish %d: delivered to %d, want %d", i, n, want)
 			}
 			// fast reads each frame as soon as Publish returns.
 			select {
 			case got := <-fast.Queue():
-				if string(got) != frame {
-					t.Errorf("fast subscriber got %q, want %q", got, frame)
+				if string(got.Frame) != frame {
+					t.Errorf("fast subscriber got %q, want %q", got.Frame, frame)
 				}
 			default:
 				t.Errorf("frame %d not queued for the fast subscriber", i)
@@ -219,6 +234,9 @@ func TestFullQueueKicksOnlyThatSubscriber(t *testing.T) {
 		t.Errorf("OnKick called for %d subscribers (slow=%v), want once for slow", len(kicked), len(kicked) > 0 && kicked[0] == slow)
 	}
 	mu.Unlock()
+	if n := h.Kicks(); n != 1 {
+		t.Errorf("Kicks() = %d, want 1", n)
+	}
 	// The kicked subscriber keeps what it had queued: the first frames, in order.
 	got := drain(slow)
 	want := make([]string, size)
@@ -229,7 +247,7 @@ func TestFullQueueKicksOnlyThatSubscriber(t *testing.T) {
 		t.Errorf("slow subscriber's queue = %q, want %q", got, want)
 	}
 	// Once kicked it is skipped even though its queue now has room.
-	if n := h.Publish("c", []byte("late")); n != 1 {
+	if n := h.Publish(msg("c", []byte("late"))); n != 1 {
 		t.Errorf("Publish after the kick delivered to %d, want 1 (fast only)", n)
 	}
 	if got := drain(slow); len(got) != 0 {
@@ -255,7 +273,7 @@ func TestKickHappensOnceUnderConcurrentPublishers(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 200 {
-				h.Publish("c", []byte("x"))
+				h.Publish(msg("c", []byte("x")))
 			}
 		})
 	}
@@ -268,6 +286,9 @@ func TestKickHappensOnceUnderConcurrentPublishers(t *testing.T) {
 	if n := kicks.Load(); n != 1 {
 		t.Errorf("OnKick called %d times, want 1", n)
 	}
+	if n := h.Kicks(); n != 1 {
+		t.Errorf("Kicks() = %d, want 1", n)
+	}
 }
 
 func TestDefaultQueueSize(t *testing.T) {
@@ -275,7 +296,7 @@ func TestDefaultQueueSize(t *testing.T) {
 	h := hub.New(hub.Options{}) // QueueSize 0 means DefaultQueueSize
 	s := h.Subscribe([]string{"c"})
 	for i := range hub.DefaultQueueSize {
-		if n := h.Publish("c", []byte("x")); n != 1 {
+		if n := h.Publish(msg("c", []byte("x"))); n != 1 {
 			t.Fatalf("publish %d of %d: delivered %d, want 1", i+1, hub.DefaultQueueSize, n)
 		}
 	}
@@ -287,7 +308,7 @@ func TestDefaultQueueSize(t *testing.T) {
 		t.Fatal("kicked before its queue was full")
 	default:
 	}
-	if n := h.Publish("c", []byte("x")); n != 0 {
+	if n := h.Publish(msg("c", []byte("x"))); n != 0 {
 		t.Errorf("publish into a full queue delivered %d, want 0", n)
 	}
 	select {
@@ -307,7 +328,7 @@ func TestUnsubscribeTwiceIsHarmless(t *testing.T) {
 	if h.Len() != 1 {
 		t.Errorf("Len() = %d after unsubscribing one of two subscribers twice, want 1", h.Len())
 	}
-	if n := h.Publish("a", []byte("x")); n != 1 {
+	if n := h.Publish(msg("a", []byte("x"))); n != 1 {
 		t.Errorf("Publish(a) delivered %d, want 1 (s2)", n)
 	}
 	if got := drain(s2); !slices.Equal(got, []string{"x"}) {
@@ -316,7 +337,7 @@ func TestUnsubscribeTwiceIsHarmless(t *testing.T) {
 	if got := drain(s1); len(got) != 0 {
 		t.Errorf("unsubscribed subscriber got %q", got)
 	}
-	if n := h.Publish("b", []byte("y")); n != 0 {
+	if n := h.Publish(msg("b", []byte("y"))); n != 0 {
 		t.Errorf("Publish(b) delivered %d after its only subscriber left", n)
 	}
 	h.Unsubscribe(s2)
@@ -356,6 +377,28 @@ func TestLen(t *testing.T) {
 				t.Errorf("Len() = %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestSubscribersPerChannel(t *testing.T) {
+	t.Parallel()
+	h := hub.New(hub.Options{})
+	a := h.Subscribe([]string{"a", "b"})
+	b := h.Subscribe([]string{"b", "b"})
+	for ch, want := range map[string]int{"a": 1, "b": 2, "c": 0, "": 0} {
+		if got := h.Subscribers(ch); got != want {
+			t.Errorf("Subscribers(%q) = %d, want %d", ch, got, want)
+		}
+	}
+	h.Unsubscribe(a)
+	h.Unsubscribe(b)
+	for _, ch := range []string{"a", "b"} {
+		if got := h.Subscribers(ch); got != 0 {
+			t.Errorf("Subscribers(%q) = %d after everyone left, want 0", ch, got)
+		}
+	}
+	if n := h.Kicks(); n != 0 {
+		t.Errorf("Kicks() = %d, nobody was kicked", n)
 	}
 }
 
@@ -401,7 +444,7 @@ func TestConcurrentSubscribeUnsubscribePublish(t *testing.T) {
 			for len(results[i]) < publishers*perPub {
 				select {
 				case f := <-s.Queue():
-					results[i] = append(results[i], string(f))
+					results[i] = append(results[i], string(f.Frame))
 				case <-s.Kicked():
 					t.Errorf("stable subscriber %d kicked", i)
 					return
@@ -424,7 +467,7 @@ func TestConcurrentSubscribeUnsubscribePublish(t *testing.T) {
 				default:
 				}
 				s := h.Subscribe([]string{"c", "e"})
-				h.Publish("e", []byte("noise"))
+				h.Publish(msg("e", []byte("noise")))
 				_ = h.Len()
 				drain(s)
 				h.Unsubscribe(s)
@@ -436,7 +479,7 @@ func TestConcurrentSubscribeUnsubscribePublish(t *testing.T) {
 	for p := range publishers {
 		pubs.Go(func() {
 			for i := range perPub {
-				h.Publish("c", fmt.Appendf(nil, "%d-%d", p, i))
+				h.Publish(msg("c", fmt.Appendf(nil, "%d-%d", p, i)))
 			}
 		})
 	}

@@ -337,6 +337,7 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, since 
 		}
 		select {
 		case m := <-sub.Queue():
+			sub.Dequeued(m)
 			if !pos.Pass(m) {
 				continue
 			}

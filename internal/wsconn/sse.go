@@ -144,6 +144,7 @@ func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *h
 	for {
 		select {
 		case m := <-sub.Queue():
+			sub.Dequeued(m)
 			if !pos.Pass(m) {
 				continue
 			}
