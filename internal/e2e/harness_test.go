@@ -234,10 +234,11 @@ func dialQuery(t testing.TB, p *proc, query string) *client {
 
 // frame is what a client receives: a message, or a control frame (Type set).
 type frame struct {
-	Type    string `json:"type"`
-	Channel string `json:"channel"`
-	ID      string `json:"id"`
-	Payload string `json:"payload"`
+	Type     string `json:"type"`
+	Channel  string `json:"channel"`
+	ID       string `json:"id"`
+	Payload  string `json:"payload"`
+	Encoding string `json:"encoding"`
 }
 
 // next reads one message frame, decoded strictly as the documented format;
@@ -278,5 +279,21 @@ func notify(t testing.TB, conn *pgx.Conn, channel, payload string) {
 	t.Helper()
 	if _, err := conn.Exec(context.Background(), "SELECT pg_notify($1, $2)", channel, payload); err != nil {
 		t.Fatalf("pg_notify(%q): %v", channel, err)
+	}
+}
+
+func ctxTimeout(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// decodeStrictFrame decodes b into v, failing t on unknown fields.
+func decodeStrictFrame(t testing.TB, b []byte, v any) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("frame %s: %v", b, err)
 	}
 }

@@ -25,6 +25,10 @@ type Event struct {
 	ID string `json:"id"`
 	// Payload is the NOTIFY payload, untouched.
 	Payload string `json:"payload"`
+	// Encoding is "base64" when Payload holds the base64 (standard, padded)
+	// of a payload that was not valid UTF-8 (a SQL_ASCII database can send
+	// one), so that no byte is lost; empty otherwise.
+	Encoding string `json:"encoding,omitempty"`
 	// TS is when the relay published the event, in Unix microseconds; zero
 	// if unknown. It travels in the Redis envelope for latency metrics and is
 	// not part of the client frame.
@@ -69,6 +73,9 @@ func Decode(data []byte) (Event, error) {
 	if _, err := strconv.ParseUint(e.ID, 10, 64); err != nil {
 		return Event{}, ErrMalformedID
 	}
+	if e.Encoding != "" && e.Encoding != "base64" {
+		return Event{}, fmt.Errorf("%w: unknown encoding %q", ErrMalformedFrame, e.Encoding)
+	}
 	return e, nil
 }
 
@@ -78,9 +85,10 @@ func Decode(data []byte) (Event, error) {
 func (e Event) Frame() []byte {
 	// Marshal of a struct of strings cannot fail.
 	b, _ := json.Marshal(struct {
-		Channel string `json:"channel"`
-		ID      string `json:"id"`
-		Payload string `json:"payload"`
-	}{e.Channel, e.ID, e.Payload})
+		Channel  string `json:"channel"`
+		ID       string `json:"id"`
+		Payload  string `json:"payload"`
+		Encoding string `json:"encoding,omitempty"`
+	}{e.Channel, e.ID, e.Payload, e.Encoding})
 	return b
 }

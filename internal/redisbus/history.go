@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -56,6 +57,11 @@ type Page struct {
 // After returns channel's events with ids greater than after, at most limit
 // of them (the oldest first; ask again from the last one for more).
 func (h *History) After(ctx context.Context, channel string, after uint64, limit int) (Page, error) {
+	if after == math.MaxUint64 {
+		// Nothing can come after it (and after+1 would wrap to 0).
+		last, err := h.Newest(ctx, channel)
+		return Page{Complete: true, Last: last}, err
+	}
 	var xr *redis.XMessageSliceCmd
 	var seq *redis.StringCmd
 	// One transaction, so the counter and the history agree: a message

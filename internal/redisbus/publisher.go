@@ -2,10 +2,12 @@ package redisbus
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -95,11 +97,18 @@ func (p *Publisher) PublishOnce(ctx context.Context, channel, payload, dedupeID 
 }
 
 func (p *Publisher) publish(ctx context.Context, channel, payload, dkey string) (string, bool, error) {
+	// A payload that is not valid UTF-8 would be mangled by JSON (each bad
+	// byte becomes U+FFFD): send its base64 instead, and say so.
+	encoding := ""
+	if !utf8.ValidString(payload) {
+		payload, encoding = base64.StdEncoding.EncodeToString([]byte(payload)), "base64"
+	}
 	body, err := json.Marshal(struct {
-		Channel string `json:"channel"`
-		Payload string `json:"payload"`
-		TS      int64  `json:"ts"`
-	}{channel, payload, time.Now().UnixMicro()})
+		Channel  string `json:"channel"`
+		Payload  string `json:"payload"`
+		Encoding string `json:"encoding,omitempty"`
+		TS       int64  `json:"ts"`
+	}{channel, payload, encoding, time.Now().UnixMicro()})
 	if err != nil {
 		return "", false, fmt.Errorf("encode %q: %w", channel, err)
 	}

@@ -3,11 +3,13 @@ package redisbus
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -65,11 +67,13 @@ func namedRedis(t *testing.T, name string) *redis.Client {
 	return rdb
 }
 
-// sub is a Subscriber under test and what its Handle received.
+// sub is a Subscriber under test and what its Handle and Reset received.
 type sub struct {
 	*Subscriber
 	prefix string
 	events chan event.Event
+	resets chan resetCall
+	trace  *trace
 	logs   *logBuf
 	rdb    *redis.Client // the Subscriber's own client
 	done   chan error    // receives Run's result; nil until run is called
@@ -80,15 +84,24 @@ type sub struct {
 func newSub(t *testing.T, rdb *redis.Client) *sub {
 	t.Helper()
 	log, logs := newLogger(t)
-	s := &sub{prefix: testenv.Name("rb"), events: make(chan event.Event, 1000), logs: logs, rdb: rdb}
+	s := &sub{prefix: testenv.Name("rb"), events: make(chan event.Event, 1000), resets: make(chan resetCall, 100), trace: &trace{}, logs: logs, rdb: rdb}
 	s.Subscriber = NewSubscriber(rdb, SubscriberOptions{
 		Prefix: s.prefix,
 		Logger: log,
 		Handle: func(e event.Event) {
+			s.trace.add("event " + e.Channel + " " + e.ID)
 			select {
 			case s.events <- e:
 			default:
 				t.Errorf("Handle: event buffer full, dropped %+v", e)
+			}
+		},
+		Reset: func(channel string, at uint64) {
+			s.trace.add(fmt.Sprint("reset ", channel, " ", at))
+			select {
+			case s.resets <- resetCall{channel, at}:
+			default:
+				t.Errorf("Reset: buffer full, dropped (%q, %d)", channel, at)
 			}
 		},
 		MinBackoff: 10 * time.Millisecond,
@@ -112,6 +125,31 @@ func (s *sub) run(t *testing.T) {
 			t.Errorf("Run did not return within %s of cancel", wait)
 		}
 	})
+}
+
+// resetCall is one call of SubscriberOptions.Reset.
+type resetCall struct {
+	channel string
+	at      uint64
+}
+
+// trace records the calls of Handle ("event CHANNEL ID") and Reset ("reset
+// CHANNEL AT") in the order they were made.
+type trace struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (tr *trace) add(call string) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.calls = append(tr.calls, call)
+}
+
+func (tr *trace) get() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.calls)
 }
 
 // startSub returns a running Subscriber on a fresh prefix that is live.
@@ -150,9 +188,31 @@ func (s *sub) next(t *testing.T) event.Event {
 // expect fails t unless the next event handled is want.
 func (s *sub) expect(t *testing.T, want event.Event) {
 	t.Helper()
-	if got := s.next(t); got != want {
+	if got := s.next(t); core(got) != want {
 		t.Fatalf("handled %+v, want %+v", got, want)
 	}
+}
+
+// core is what of e reaches clients: its channel, id and payload (an
+// envelope may carry metadata besides).
+func core(e event.Event) event.Event {
+	return event.Event{Channel: e.Channel, ID: e.ID, Payload: e.Payload}
+}
+
+// parseID is id as a number, or fails t.
+func parseID(t *testing.T, id string) uint64 {
+	t.Helper()
+	n, err := strconv.ParseUint(id, 10, 64)
+	if err != nil {
+		t.Fatalf("id %q: %v", id, err)
+	}
+	return n
+}
+
+// plus is the id k after id.
+func plus(t *testing.T, id string, k int) string {
+	t.Helper()
+	return strconv.FormatUint(parseID(t, id)+uint64(k), 10)
 }
 
 func (s *sub) refs(name string) (int, bool) {
@@ -203,23 +263,45 @@ func fill(unit string, n int) string {
 func TestPublisherIDsGrowPerChannel(t *testing.T) {
 	t.Parallel()
 	rdb := testenv.Redis(t)
-	p := NewPublisher(rdb, testenv.Name("rb"))
-	for i, step := range []struct{ channel, want string }{
-		{"a", "1"}, {"b", "1"}, {"a", "2"}, {"a", "3"}, {"b", "2"}, {"c", "1"}, {"a", "4"}, {"b", "3"},
+	p := NewPublisher(rdb, PublisherOptions{Prefix: testenv.Name("rb")})
+	// Each channel's ids are consecutive, from a first id seeded from the
+	// clock (so that ids keep growing if Redis loses its data).
+	first := map[string]uint64{}
+	for i, step := range []struct {
+		channel string
+		offset  uint64
+	}{
+		{"a", 0}, {"b", 0}, {"a", 1}, {"a", 2}, {"b", 1}, {"c", 0}, {"a", 3}, {"b", 2},
 	} {
-		if got := publish(t, p, step.channel, "x"); got != step.want {
-			t.Errorf("step %d: Publish(%q) id = %q, want %q", i, step.channel, got, step.want)
+		got, err := strconv.ParseUint(publish(t, p, step.channel, "x"), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if step.offset == 0 {
+			if now := uint64(time.Now().UnixMicro()); got < now-60_000_000 || got > now+60_000_000 {
+				t.Errorf("first id of %q is %d, want about the clock in µs (%d)", step.channel, got, now)
+			}
+			first[step.channel] = got
+			continue
+		}
+		if want := first[step.channel] + step.offset; got != want {
+			t.Errorf("step %d: Publish(%q) id = %d, want %d", i, step.channel, got, want)
 		}
 	}
-	// Another prefix has counters of its own.
-	if got := publish(t, NewPublisher(rdb, testenv.Name("rb")), "a", "x"); got != "1" {
-		t.Errorf("first Publish under a fresh prefix: id = %q, want 1", got)
+	// Another prefix has counters of its own: publishing under it does not
+	// move this prefix's counter.
+	other := NewPublisher(rdb, PublisherOptions{Prefix: testenv.Name("rb")})
+	for range 3 {
+		publish(t, other, "a", "x")
+	}
+	if got, want := parseID(t, publish(t, p, "a", "x")), first["a"]+4; got != want {
+		t.Errorf("Publish(a) after publishes under another prefix: id = %d, want %d", got, want)
 	}
 }
 
 func TestPublisherIDsUniqueUnderConcurrency(t *testing.T) {
 	t.Parallel()
-	p := NewPublisher(testenv.Redis(t), testenv.Name("rb"))
+	p := NewPublisher(testenv.Redis(t), PublisherOptions{Prefix: testenv.Name("rb")})
 	const workers, each = 8, 25
 	ids := make(chan string, workers*each)
 	var wg sync.WaitGroup
@@ -237,16 +319,22 @@ func TestPublisherIDsUniqueUnderConcurrency(t *testing.T) {
 	}
 	wg.Wait()
 	close(ids)
-	seen := map[string]bool{}
+	seen := map[uint64]bool{}
+	first := uint64(0)
 	for id := range ids {
-		if seen[id] {
+		n := parseID(t, id)
+		if seen[n] {
 			t.Errorf("id %s given twice", id)
 		}
-		seen[id] = true
+		seen[n] = true
+		if first == 0 || n < first {
+			first = n
+		}
 	}
-	for i := 1; i <= workers*each; i++ {
-		if !seen[fmt.Sprint(i)] {
-			t.Errorf("id %d never given", i)
+	// The ids given are consecutive, from the first one.
+	for i := range uint64(workers * each) {
+		if !seen[first+i] {
+			t.Errorf("id %d (first + %d) never given", first+i, i)
 		}
 	}
 }
@@ -257,7 +345,7 @@ func TestPublisherEnvelopeOnRedis(t *testing.T) {
 	t.Parallel()
 	rdb := testenv.Redis(t)
 	prefix := testenv.Name("rb")
-	p := NewPublisher(rdb, prefix)
+	p := NewPublisher(rdb, PublisherOptions{Prefix: prefix})
 
 	payloads := []struct{ name, payload string }{
 		{"plain", "green"},
@@ -283,10 +371,13 @@ func TestPublisherEnvelopeOnRedis(t *testing.T) {
 			if _, err := ps.Receive(ctx); err != nil { // the subscribe confirmation
 				t.Fatal(err)
 			}
+			var first string
 			for i, tc := range payloads {
 				id := publish(t, p, channel, tc.payload)
-				if want := fmt.Sprint(i + 1); id != want {
-					t.Errorf("%s: id = %q, want %q", tc.name, id, want)
+				if i == 0 {
+					first = id
+				} else if want := plus(t, first, i); id != want {
+					t.Errorf("%s: id = %q, want %q (first + %d)", tc.name, id, want, i)
 				}
 				rctx, cancel := context.WithTimeout(ctx, wait)
 				msg, err := ps.ReceiveMessage(rctx)
@@ -299,7 +390,7 @@ func TestPublisherEnvelopeOnRedis(t *testing.T) {
 					t.Fatalf("%s: Decode(%s): %v", tc.name, msg.Payload, err)
 				}
 				want := event.Event{Channel: channel, ID: id, Payload: tc.payload}
-				if e != want {
+				if core(e) != want {
 					t.Errorf("%s: decoded %+v, want %+v", tc.name, e, want)
 				}
 			}
@@ -315,7 +406,7 @@ func TestPublisherEnvelopeOnRedis(t *testing.T) {
 func TestAcquireReturnsWhenLive(t *testing.T) {
 	t.Parallel()
 	s := startSub(t)
-	p := NewPublisher(testenv.Redis(t), s.prefix)
+	p := NewPublisher(testenv.Redis(t), PublisherOptions{Prefix: s.prefix})
 	ctx := context.Background()
 
 	for round := range 3 { // fresh channels each round, on the same connection
@@ -323,10 +414,10 @@ func TestAcquireReturnsWhenLive(t *testing.T) {
 		if err := s.Acquire(ctx, []string{a, b}); err != nil {
 			t.Fatal(err)
 		}
-		publish(t, p, a, "first")
-		publish(t, p, b, "second")
-		s.expect(t, event.Event{Channel: a, ID: "1", Payload: "first"})
-		s.expect(t, event.Event{Channel: b, ID: "1", Payload: "second"})
+		idA := publish(t, p, a, "first")
+		idB := publish(t, p, b, "second")
+		s.expect(t, event.Event{Channel: a, ID: idA, Payload: "first"})
+		s.expect(t, event.Event{Channel: b, ID: idB, Payload: "second"})
 	}
 	if n := s.Malformed(); n != 0 {
 		t.Errorf("Malformed() = %d, want 0", n)
@@ -338,7 +429,7 @@ func TestAcquireReturnsWhenLive(t *testing.T) {
 func TestAcquireBeforeRun(t *testing.T) {
 	t.Parallel()
 	s := newSub(t, testenv.Redis(t))
-	p := NewPublisher(testenv.Redis(t), s.prefix)
+	p := NewPublisher(testenv.Redis(t), PublisherOptions{Prefix: s.prefix})
 	acquired := make(chan error, 1)
 	go func() { acquired <- s.Acquire(context.Background(), []string{"a"}) }()
 	waitFor(t, "Acquire to register its channel", func() bool { _, ok := s.refs("a"); return ok })
@@ -356,15 +447,15 @@ func TestAcquireBeforeRun(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("Acquire did not return once Run connected")
 	}
-	publish(t, p, "a", "hello")
-	s.expect(t, event.Event{Channel: "a", ID: "1", Payload: "hello"})
+	id := publish(t, p, "a", "hello")
+	s.expect(t, event.Event{Channel: "a", ID: id, Payload: "hello"})
 }
 
 func TestReleaseCountsReferences(t *testing.T) {
 	t.Parallel()
 	s := startSub(t)
 	rdb := testenv.Redis(t)
-	p := NewPublisher(rdb, s.prefix)
+	p := NewPublisher(rdb, PublisherOptions{Prefix: s.prefix})
 	ctx := context.Background()
 
 	// "s" is a sentinel that stays acquired: Redis delivers in publish
@@ -380,8 +471,8 @@ func TestReleaseCountsReferences(t *testing.T) {
 	}
 
 	s.Release([]string{"a"})
-	publish(t, p, "a", "still here")
-	s.expect(t, event.Event{Channel: "a", ID: "1", Payload: "still here"})
+	id := publish(t, p, "a", "still here")
+	s.expect(t, event.Event{Channel: "a", ID: id, Payload: "still here"})
 
 	s.Release([]string{"a"})
 	if _, ok := s.refs("a"); ok {
@@ -393,7 +484,7 @@ func TestReleaseCountsReferences(t *testing.T) {
 		t.Fatalf("sentinel has %d subscribers on Redis, want 1", n)
 	}
 	publish(t, p, "a", "gone")
-	publish(t, p, "s", "sentinel")
+	first := publish(t, p, "s", "sentinel")
 	if got := s.next(t); got.Channel != "s" {
 		t.Fatalf("handled %+v after the last Release of a, want only the sentinel", got)
 	}
@@ -401,7 +492,7 @@ func TestReleaseCountsReferences(t *testing.T) {
 	// Releasing what was never acquired (or once too often) is harmless.
 	s.Release([]string{"a", "never"})
 	publish(t, p, "s", "sentinel 2")
-	s.expect(t, event.Event{Channel: "s", ID: "2", Payload: "sentinel 2"})
+	s.expect(t, event.Event{Channel: "s", ID: plus(t, first, 1), Payload: "sentinel 2"})
 }
 
 // Messages a foreign writer put on a channel that are not valid envelopes
@@ -410,7 +501,7 @@ func TestMalformedMessagesSkipped(t *testing.T) {
 	t.Parallel()
 	s := startSub(t)
 	rdb := testenv.Redis(t)
-	p := NewPublisher(rdb, s.prefix)
+	p := NewPublisher(rdb, PublisherOptions{Prefix: s.prefix})
 	ctx := context.Background()
 	if err := s.Acquire(ctx, []string{"x"}); err != nil {
 		t.Fatal(err)
@@ -434,19 +525,23 @@ func TestMalformedMessagesSkipped(t *testing.T) {
 	if err := rdb.Publish(ctx, controlChannel(s.prefix), "junk").Err(); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, p, "x", "valid")
-	s.expect(t, event.Event{Channel: "x", ID: "1", Payload: "valid"})
+	id := publish(t, p, "x", "valid")
+	s.expect(t, event.Event{Channel: "x", ID: id, Payload: "valid"})
 	if got := s.Malformed(); got != uint64(len(bad)) {
 		t.Errorf("Malformed() = %d, want %d", got, len(bad))
+	}
+	if got := s.Received(); got != 1 {
+		t.Errorf("Received() = %d, want 1 (malformed messages are not counted)", got)
 	}
 	if got := strings.Count(s.logs.String(), "skipped malformed message"); got != len(bad) {
 		t.Errorf("logged %d skipped messages, want %d:\n%s", got, len(bad), s.logs.String())
 	}
 	// A foreign writer's valid envelope is delivered like the relay's.
-	if err := rdb.Publish(ctx, channelKey(s.prefix, "x"), `{"channel":"x","id":"77","payload":"foreign"}`).Err(); err != nil {
+	next := plus(t, id, 1)
+	if err := rdb.Publish(ctx, channelKey(s.prefix, "x"), `{"channel":"x","id":"`+next+`","payload":"foreign"}`).Err(); err != nil {
 		t.Fatal(err)
 	}
-	s.expect(t, event.Event{Channel: "x", ID: "77", Payload: "foreign"})
+	s.expect(t, event.Event{Channel: "x", ID: next, Payload: "foreign"})
 }
 
 // unreachableRedis returns a client for an address where nothing listens.
@@ -647,7 +742,7 @@ func TestResubscribesAfterConnectionKilled(t *testing.T) {
 	name := testenv.Name("rbconn")
 	admin := testenv.Redis(t)
 	s := newSub(t, namedRedis(t, name))
-	p := NewPublisher(admin, s.prefix)
+	p := NewPublisher(admin, PublisherOptions{Prefix: s.prefix})
 	s.run(t)
 	waitFor(t, "subscriber live", s.Live)
 	if err := s.Acquire(context.Background(), []string{"a", "b"}); err != nil {
@@ -666,9 +761,384 @@ func TestResubscribesAfterConnectionKilled(t *testing.T) {
 		conns = pubsubConns(t, admin, name)
 		return len(conns) == 1 && !strings.HasPrefix(conns[0], oldID+"/") && strings.HasSuffix(conns[0], "/sub=3")
 	})
-	publish(t, p, "a", "after")
-	publish(t, p, "b", "reconnect")
-	s.expect(t, event.Event{Channel: "a", ID: "1", Payload: "after"})
-	s.expect(t, event.Event{Channel: "b", ID: "1", Payload: "reconnect"})
+	idA := publish(t, p, "a", "after")
+	idB := publish(t, p, "b", "reconnect")
+	// Each channel's events are in order, but not the channels' relative to
+	// each other: the new connection's confirmations catch each channel up
+	// from the history in turn, and b's may come first.
+	want := map[string]event.Event{
+		"a": {Channel: "a", ID: idA, Payload: "after"},
+		"b": {Channel: "b", ID: idB, Payload: "reconnect"},
+	}
+	for range 2 {
+		got := core(s.next(t))
+		if got != want[got.Channel] {
+			t.Fatalf("handled %+v, want one of %+v", got, want)
+		}
+		delete(want, got.Channel)
+	}
+	// Neither is handled twice: the next events are the next ones published.
+	idA2 := publish(t, p, "a", "a2")
+	s.expect(t, event.Event{Channel: "a", ID: idA2, Payload: "a2"})
+	idB2 := publish(t, p, "b", "b2")
+	s.expect(t, event.Event{Channel: "b", ID: idB2, Payload: "b2"})
 	waitFor(t, "subscriber live again", s.Live)
+	if n := s.Reconnects(); n != 1 {
+		t.Errorf("Reconnects() = %d, want 1", n)
+	}
+	if n := s.Channels(); n != 2 {
+		t.Errorf("Channels() = %d, want 2", n)
+	}
+}
+
+// Sequencing: Handle gets each channel's events in id order, once each,
+// filling gaps from the history.
+
+// silentPublish does what the publish script does for payload on channel,
+// except PUBLISH: the next id, and the envelope appended to the history
+// (trimmed to maxLen entries if maxLen > 0). Subscribers do not see it live.
+// It returns the envelope and its id.
+func silentPublish(t *testing.T, rdb *redis.Client, prefix, channel, payload string, maxLen int64) (envelope, id string) {
+	t.Helper()
+	ctx := context.Background()
+	n, err := rdb.Incr(ctx, seqKey(prefix, channel)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id = strconv.FormatInt(n, 10)
+	body, err := json.Marshal(struct {
+		Channel string `json:"channel"`
+		Payload string `json:"payload"`
+	}{channel, payload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	envelope = `{"id":"` + id + `",` + string(body[1:])
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{
+		Stream: historyKey(prefix, channel), MaxLen: maxLen, ID: id + "-0", Values: []string{"e", envelope},
+	}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return envelope, id
+}
+
+// expectIDs fails t unless the next events handled are channel's ids (with
+// their payloads), in order.
+func (s *sub) expectIDs(t *testing.T, channel string, ids, payloads []string) {
+	t.Helper()
+	for i := range ids {
+		s.expect(t, event.Event{Channel: channel, ID: ids[i], Payload: payloads[i]})
+	}
+}
+
+// expectNoReset fails t if Reset was called.
+func (s *sub) expectNoReset(t *testing.T) {
+	t.Helper()
+	select {
+	case r := <-s.resets:
+		t.Errorf("Reset(%q, %d) called, want no reset", r.channel, r.at)
+	default:
+	}
+	if n := s.Resets(); n != 0 {
+		t.Errorf("Resets() = %d, want 0", n)
+	}
+}
+
+// An id jump (events the subscriber did not see live) is filled from the
+// history before the event that revealed it.
+func TestGapFilledFromHistory(t *testing.T) {
+	t.Parallel()
+	s := startSub(t)
+	rdb := testenv.Redis(t)
+	p := NewPublisher(rdb, PublisherOptions{Prefix: s.prefix})
+	if err := s.Acquire(context.Background(), []string{"c"}); err != nil {
+		t.Fatal(err)
+	}
+	id1 := publish(t, p, "c", "e1")
+	s.expect(t, event.Event{Channel: "c", ID: id1, Payload: "e1"})
+
+	_, id2 := silentPublish(t, rdb, s.prefix, "c", "e2", 0)
+	_, id3 := silentPublish(t, rdb, s.prefix, "c", "e3", 0)
+	id4 := publish(t, p, "c", "e4")
+	if id2 != plus(t, id1, 1) || id3 != plus(t, id1, 2) || id4 != plus(t, id1, 3) {
+		t.Fatalf("ids %s %s %s %s, want consecutive", id1, id2, id3, id4)
+	}
+	s.expectIDs(t, "c", []string{id2, id3, id4}, []string{"e2", "e3", "e4"})
+	// Nothing is handled twice: the next event is the next one published.
+	id5 := publish(t, p, "c", "e5")
+	s.expect(t, event.Event{Channel: "c", ID: id5, Payload: "e5"})
+
+	if n := s.Duplicates(); n != 0 {
+		t.Errorf("Duplicates() = %d, want 0", n)
+	}
+	s.expectNoReset(t)
+	if !strings.Contains(s.logs.String(), "gap in channel") {
+		t.Errorf("the gap was not logged:\n%s", s.logs.String())
+	}
+}
+
+// killableSub returns a running, live Subscriber on a client named for
+// CLIENT LIST, with channels acquired (after calling before, if not nil, with
+// the Publisher of its prefix), its Publisher, and a function that kills its
+// pub/sub connection. Reconnecting takes at least 150ms, so that what the
+// test publishes right after the kill is missed live.
+func killableSub(t *testing.T, before func(*Publisher), channels ...string) (s *sub, p *Publisher, kill func()) {
+	t.Helper()
+	name := testenv.Name("rbconn")
+	admin := testenv.Redis(t)
+	s = newSub(t, namedRedis(t, name))
+	p = NewPublisher(admin, PublisherOptions{Prefix: s.prefix})
+	s.opts.MinBackoff, s.opts.MaxBackoff = 300*time.Millisecond, 300*time.Millisecond
+	s.run(t)
+	waitFor(t, "subscriber live", s.Live)
+	if before != nil {
+		before(p)
+	}
+	if err := s.Acquire(context.Background(), channels); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprint("/sub=", len(channels)+1)
+	var conns []string
+	waitFor(t, "the pub/sub connection", func() bool {
+		conns = pubsubConns(t, admin, name)
+		return len(conns) == 1 && strings.HasSuffix(conns[0], want)
+	})
+	oldID, _, _ := strings.Cut(conns[0], "/")
+	kill = func() {
+		t.Helper()
+		if err := admin.Do(context.Background(), "CLIENT", "KILL", "ID", oldID).Err(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if !strings.Contains(s.logs.String(), "redis subscription lost") {
+				t.Errorf("the connection kill went unnoticed")
+			}
+		})
+	}
+	return s, p, kill
+}
+
+// Events published while the connection is down are caught up from the
+// history once Redis confirms the new subscription.
+func TestReconnectCatchesUpFromHistory(t *testing.T) {
+	t.Parallel()
+	s, p, kill := killableSub(t, nil, "c")
+	id1 := publish(t, p, "c", "e1")
+	s.expect(t, event.Event{Channel: "c", ID: id1, Payload: "e1"})
+
+	kill()
+	var ids []string
+	payloads := []string{"e2", "e3", "e4", "e5"}
+	for _, payload := range payloads {
+		ids = append(ids, publish(t, p, "c", payload))
+	}
+	s.expectIDs(t, "c", ids, payloads)
+	id6 := publish(t, p, "c", "e6")
+	s.expect(t, event.Event{Channel: "c", ID: id6, Payload: "e6"})
+	s.expectNoReset(t)
+	if got, want := s.trace.get(), []string{
+		"event c " + id1, "event c " + ids[0], "event c " + ids[1], "event c " + ids[2], "event c " + ids[3], "event c " + id6,
+	}; !slices.Equal(got, want) {
+		t.Errorf("calls %q, want %q", got, want)
+	}
+}
+
+// A channel acquired before it had any event is caught up after a reconnect
+// too: the events published while the connection was down are not lost, and
+// the events published before Acquire are not replayed.
+func TestReconnectCatchesUpChannelWithoutEvents(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		older int // events published before Acquire
+	}{
+		{"channel with older events", 3},
+		{"channel never published to", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, p, kill := killableSub(t, func(p *Publisher) {
+				for i := range tc.older {
+					publish(t, p, "c", fmt.Sprint("before acquire ", i))
+				}
+			}, "c")
+			// Acquired, no event handled yet: kill the connection, publish
+			// while it is down, then once it is back.
+			kill()
+			id1 := publish(t, p, "c", "while down")
+			waitFor(t, "the subscription to come back", func() bool {
+				return s.Live() && strings.Count(s.logs.String(), "redis subscription live") >= 2
+			})
+			id2 := publish(t, p, "c", "after")
+			if got := s.next(t); core(got) != (event.Event{Channel: "c", ID: id1, Payload: "while down"}) {
+				t.Fatalf("first event handled is %+v, want %s, published while the connection was down", got, id1)
+			}
+			s.expect(t, event.Event{Channel: "c", ID: id2, Payload: "after"})
+			id3 := publish(t, p, "c", "sentinel")
+			s.expect(t, event.Event{Channel: "c", ID: id3, Payload: "sentinel"})
+			s.expectNoReset(t)
+		})
+	}
+}
+
+// The first confirmation learns the channel's position: a gap right after
+// Acquire, before any event was handled, is filled from the history too.
+func TestGapBeforeFirstEventFilled(t *testing.T) {
+	t.Parallel()
+	s := startSub(t)
+	rdb := testenv.Redis(t)
+	p := NewPublisher(rdb, PublisherOptions{Prefix: s.prefix})
+	id0 := publish(t, p, "c", "before acquire")
+	if err := s.Acquire(context.Background(), []string{"c"}); err != nil {
+		t.Fatal(err)
+	}
+	_, id1 := silentPublish(t, rdb, s.prefix, "c", "e1", 0)
+	id2 := publish(t, p, "c", "e2")
+	if id1 != plus(t, id0, 1) || id2 != plus(t, id0, 2) {
+		t.Fatalf("ids %s %s %s, want consecutive", id0, id1, id2)
+	}
+	s.expectIDs(t, "c", []string{id1, id2}, []string{"e1", "e2"})
+	id3 := publish(t, p, "c", "e3")
+	s.expect(t, event.Event{Channel: "c", ID: id3, Payload: "e3"})
+	s.expectNoReset(t)
+}
+
+// A gap the history no longer holds is reported with Reset, once, before
+// the events the history still has.
+func TestUnfillableGapResets(t *testing.T) {
+	t.Parallel()
+	s := startSub(t)
+	rdb := testenv.Redis(t)
+	const size = 3
+	p := NewPublisher(rdb, PublisherOptions{Prefix: s.prefix, HistorySize: size})
+	if err := s.Acquire(context.Background(), []string{"c", "d"}); err != nil {
+		t.Fatal(err)
+	}
+	id1 := publish(t, p, "c", "e1")
+	s.expect(t, event.Event{Channel: "c", ID: id1, Payload: "e1"})
+	idD := publish(t, p, "d", "other")
+	s.expect(t, event.Event{Channel: "d", ID: idD, Payload: "other"})
+
+	for i := range 10 {
+		silentPublish(t, rdb, s.prefix, "c", fmt.Sprint("silent", i), size)
+	}
+	id12 := publish(t, p, "c", "e12")
+	if id12 != plus(t, id1, 11) {
+		t.Fatalf("id after 10 silent events = %s, want %s", id12, plus(t, id1, 11))
+	}
+	// The history holds the last 3: first+9 (silent8), first+10 (silent9), first+11.
+	select {
+	case r := <-s.resets:
+		if want := (resetCall{"c", parseID(t, id1) + 8}); r != want {
+			t.Errorf("Reset%+v, want %+v (the id before the oldest kept)", r, want)
+		}
+	case <-time.After(wait):
+		t.Fatalf("Reset not called within %s", wait)
+	}
+	s.expectIDs(t, "c", []string{plus(t, id1, 9), plus(t, id1, 10), id12}, []string{"silent8", "silent9", "e12"})
+	id13 := publish(t, p, "c", "e13")
+	idD2 := publish(t, p, "d", "other 2")
+	s.expect(t, event.Event{Channel: "c", ID: id13, Payload: "e13"})
+	s.expect(t, event.Event{Channel: "d", ID: idD2, Payload: "other 2"})
+
+	if n := s.Resets(); n != 1 {
+		t.Errorf("Resets() = %d, want 1", n)
+	}
+	select {
+	case r := <-s.resets:
+		t.Errorf("Reset called again: %+v", r)
+	default:
+	}
+	if got, want := s.trace.get(), []string{
+		"event c " + id1, "event d " + idD,
+		fmt.Sprint("reset c ", parseID(t, id1)+8),
+		"event c " + plus(t, id1, 9), "event c " + plus(t, id1, 10), "event c " + id12,
+		"event c " + id13, "event d " + idD2,
+	}; !slices.Equal(got, want) {
+		t.Errorf("calls %q, want %q", got, want)
+	}
+	if n := s.Duplicates(); n != 0 {
+		t.Errorf("Duplicates() = %d, want 0", n)
+	}
+}
+
+// Redis loses its data while a subscriber is live: the next id jumps
+// forward, and the subscriber resets before handing it on.
+func TestSubscriberResetsAfterDataLoss(t *testing.T) {
+	t.Parallel()
+	s := startSub(t)
+	rdb := testenv.Redis(t)
+	p := NewPublisher(rdb, PublisherOptions{Prefix: s.prefix})
+	if err := s.Acquire(context.Background(), []string{"c"}); err != nil {
+		t.Fatal(err)
+	}
+	id1 := publish(t, p, "c", "e1")
+	s.expect(t, event.Event{Channel: "c", ID: id1, Payload: "e1"})
+	time.Sleep(2 * time.Millisecond) // not a readiness wait: the clock must move past id1's seed
+	if err := rdb.Del(context.Background(), seqKey(s.prefix, "c"), historyKey(s.prefix, "c")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	id2 := publish(t, p, "c", "e2")
+	if parseID(t, id2) <= parseID(t, id1)+1 {
+		t.Fatalf("id after the data loss = %s, want a jump forward from %s", id2, id1)
+	}
+	select {
+	case r := <-s.resets:
+		if want := (resetCall{"c", parseID(t, id2) - 1}); r != want {
+			t.Errorf("Reset%+v, want %+v", r, want)
+		}
+	case <-time.After(wait):
+		t.Fatalf("Reset not called within %s", wait)
+	}
+	s.expect(t, event.Event{Channel: "c", ID: id2, Payload: "e2"})
+	id3 := publish(t, p, "c", "e3")
+	s.expect(t, event.Event{Channel: "c", ID: id3, Payload: "e3"})
+	if n := s.Resets(); n != 1 {
+		t.Errorf("Resets() = %d, want 1", n)
+	}
+}
+
+// The same envelope delivered twice is handled once, and counted.
+func TestDuplicateDeliveryDropped(t *testing.T) {
+	t.Parallel()
+	s := startSub(t)
+	rdb := testenv.Redis(t)
+	p := NewPublisher(rdb, PublisherOptions{Prefix: s.prefix})
+	ctx := context.Background()
+	if err := s.Acquire(ctx, []string{"c"}); err != nil {
+		t.Fatal(err)
+	}
+	id1 := publish(t, p, "c", "e1")
+	s.expect(t, event.Event{Channel: "c", ID: id1, Payload: "e1"})
+
+	env, id2 := silentPublish(t, rdb, s.prefix, "c", "e2", 0)
+	for range 2 {
+		if err := rdb.Publish(ctx, channelKey(s.prefix, "c"), env).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.expect(t, event.Event{Channel: "c", ID: id2, Payload: "e2"})
+	id3 := publish(t, p, "c", "e3")
+	s.expect(t, event.Event{Channel: "c", ID: id3, Payload: "e3"})
+	if n := s.Duplicates(); n != 1 {
+		t.Errorf("Duplicates() = %d, want 1", n)
+	}
+	// An older event delivered again is a duplicate too.
+	if err := rdb.Publish(ctx, channelKey(s.prefix, "c"), env).Err(); err != nil {
+		t.Fatal(err)
+	}
+	id4 := publish(t, p, "c", "e4")
+	s.expect(t, event.Event{Channel: "c", ID: id4, Payload: "e4"})
+	if n := s.Duplicates(); n != 2 {
+		t.Errorf("Duplicates() = %d, want 2", n)
+	}
+	// Received counts what came from Redis, duplicates included: e1, e2
+	// three times, e3, e4.
+	if n := s.Received(); n != 6 {
+		t.Errorf("Received() = %d, want 6", n)
+	}
+	s.expectNoReset(t)
+	if n := s.Malformed(); n != 0 {
+		t.Errorf("Malformed() = %d, want 0", n)
+	}
 }
