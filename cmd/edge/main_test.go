@@ -51,3 +51,21 @@ func TestHelpListsEveryVariable(t *testing.T) {
 		}
 	}
 }
+
+// A password in a URL never reaches the error that names the variable.
+func TestConfigErrorsHidePasswords(t *testing.T) {
+	for _, url := range []string{
+		"redis://user:SECRETPW@127.0.0.1:notaport/0",
+		"redis://:SECRETPW@127.0.0.1:6379/notadb",
+		"redis://u:SECRETPW@[::1/0",
+	} {
+		t.Setenv("EDGE_REDIS_URL", url)
+		var stdout, stderr bytes.Buffer
+		if code := run(nil, &stdout, &stderr); code == 0 {
+			t.Fatalf("%s accepted", url)
+		}
+		if strings.Contains(stderr.String(), "SECRETPW") || !strings.Contains(stderr.String(), "EDGE_REDIS_URL") {
+			t.Errorf("stderr for %s: %q", url, stderr.String())
+		}
+	}
+}

@@ -107,3 +107,25 @@ func TestEdgeWaitsOutUnreachableRedis(t *testing.T) {
 	}
 	e.stop(t)
 }
+
+// Passwords in the URLs never appear in logs or probe answers, even while
+// the servers cannot be reached.
+func TestSecretsStayOutOfLogs(t *testing.T) {
+	r := startRelay(t, "relay", testenv.Name("secret"), []string{"data"}, func(c *relay.Config) {
+		c.DatabaseURL = "postgres://app:SECRETPW1@" + closedPort(t) + "/x?sslmode=disable&connect_timeout=1"
+		c.RedisURL = "redis://app:SECRETPW2@" + closedPort(t) + "/0"
+	})
+	e := startEdgeNoWait(t, "edge", testenv.Name("secret"), func(c *edge.Config) {
+		c.RedisURL = "redis://app:SECRETPW3@" + closedPort(t) + "/0"
+	})
+	waitRetries(t, r, "postgres session ended", 3)
+	waitRetries(t, e, "redis subscription lost", 3)
+	for _, p := range []*proc{r, e} {
+		_, body, _ := readyz(p)
+		for _, s := range []string{p.logs.String(), body} {
+			if strings.Contains(s, "SECRETPW") {
+				t.Errorf("%s leaks a password:\n%s", p.name, s)
+			}
+		}
+	}
+}

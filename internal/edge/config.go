@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/pgrelay/pgrelay/internal/logconf"
-	"github.com/redis/go-redis/v9"
+	"github.com/pgrelay/pgrelay/internal/redisbus"
 )
 
 // Config is the edge's configuration. cmd/edge fills it from EDGE_*
@@ -72,7 +72,7 @@ func DefaultConfig() Config {
 
 // Validate reports the first bad setting, naming its variable.
 func (c Config) Validate() error {
-	if _, err := redis.ParseURL(c.RedisURL); err != nil {
+	if _, err := redisbus.ParseURL(c.RedisURL); err != nil {
 		return fmt.Errorf("EDGE_REDIS_URL: %w", err)
 	}
 	if err := logconf.CheckLevel(c.LogLevel); err != nil {

@@ -24,7 +24,6 @@ import (
 	"github.com/pgrelay/pgrelay/internal/redisbus"
 	"github.com/pgrelay/pgrelay/internal/wsconn"
 	"github.com/pgrelay/pgrelay/web"
-	"github.com/redis/go-redis/v9"
 )
 
 // Run serves until ctx ends, then drains clients and returns nil. It returns
@@ -38,8 +37,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	ropts, _ := redis.ParseURL(cfg.RedisURL) // checked by Validate
-	rdb := redis.NewClient(ropts)
+	rdb, _ := redisbus.NewClient(cfg.RedisURL) // checked by Validate
 	defer rdb.Close()
 
 	h := hub.New(hub.Options{
