@@ -83,9 +83,9 @@ var (
 // healthy client beside it still gets its message.
 func FuzzClientFrames(f *testing.F) {
 	f.Add([]byte{0x81, 0x85, 1, 2, 3, 4, 'h' ^ 1, 'e' ^ 2, 'l' ^ 3, 'l' ^ 4, 'o' ^ 1}) // masked text "hello"
-	f.Add([]byte{0x89, 0x80, 0, 0, 0, 0})                                                  // masked ping
-	f.Add([]byte{0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8})                                      // masked close 1000
-	f.Add([]byte{0x82, 0xff, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 2, 3, 4})                      // 1 MiB binary header
+	f.Add([]byte{0x89, 0x80, 0, 0, 0, 0})                                              // masked ping
+	f.Add([]byte{0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8})                                  // masked close 1000
+	f.Add([]byte{0x82, 0xff, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 2, 3, 4})                   // 1 MiB binary header
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fuzzOnce.Do(func() {
