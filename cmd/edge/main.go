@@ -26,6 +26,9 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	var cfg edge.Config
 	if len(args) > 0 {
+		if args[0] == "check" {
+			return check(args[1:], stdout, stderr)
+		}
 		if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
 			fmt.Fprintf(stdout, "edge: pgrelay's WebSocket fan-out from Redis to browsers.\n\n")
 			tw := tabwriter.NewWriter(stdout, 1, 0, 4, ' ', 0)

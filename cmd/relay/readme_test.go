@@ -18,18 +18,22 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 	}
 	var cfg relay.Config
 	var out bytes.Buffer
-	format := "{{range .}}{{usage_key .}}|{{usage_default .}}\n{{end}}"
+	format := "{{range .}}{{usage_key .}}\x1f{{usage_default .}}\x1f{{usage_required .}}\x1f{{usage_description .}}\n{{end}}"
 	if err := envconfig.Usagef("RELAY", &cfg, &out, format); err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-		key, def, _ := strings.Cut(line, "|")
-		row := "| `" + key + "` | "
-		if def != "" {
-			row += "`" + def + "` |"
+		f := strings.Split(line, "\x1f")
+		def := "`" + f[1] + "`"
+		if f[1] == "" {
+			def = "(none)"
+			if f[2] == "true" {
+				def = "(required)"
+			}
 		}
+		row := "| `" + f[0] + "` | " + def + " | " + strings.ReplaceAll(f[3], "|", "\\|") + " |\n"
 		if !strings.Contains(string(readme), row) {
-			t.Errorf("README.md has no row starting %q", row)
+			t.Errorf("README.md lacks the row, exactly as -h describes it:\n%s", row)
 		}
 	}
 }

@@ -7,11 +7,17 @@
 // never receive (or publish) anything. Once it holds the lock it LISTENs on
 // every channel and passes each notification to Handle. If the connection
 // dies, PostgreSQL frees the lock and another relay takes over; this one has
-// nothing left to publish. Any error (connection, Handle) closes the
+// nothing left to publish. Any error (connection, Handle, Drain) closes the
 // connection, which gives up the lock, and Run reconnects with backoff.
 //
-// Run is not safe to call twice at once; OnRole and Handle are called from
-// Run's goroutine.
+// With Drain set (the outbox source), notifications only wake the leader:
+// it calls Drain on its own connection after LISTEN, after each notification
+// (one call for every notification already received), and after each idle
+// DrainInterval, so that a missed wake costs at most one interval. Drain
+// reads the rows to publish itself; Handle is not used.
+//
+// Run is not safe to call twice at once; OnRole, Handle and Drain are called
+// from Run's goroutine.
 package pglisten
 
 import (
@@ -46,7 +52,8 @@ func (r Role) String() string {
 	}
 }
 
-// Config configures a Listener. ConnConfig, Channels and Handle are required.
+// Config configures a Listener. ConnConfig, Channels and one of Handle or
+// Drain are required.
 type Config struct {
 	// ConnConfig is the connection to open. It must reach PostgreSQL directly
 	// (or through a session-mode pooler): transaction pooling breaks both
@@ -62,6 +69,18 @@ type Config struct {
 	// reconnects. It runs on Run's goroutine, so it delays the next
 	// notification: keep it bounded (use ctx and a timeout).
 	Handle func(ctx context.Context, channel, payload string) error
+	// Drain, instead of Handle, makes notifications a wake-up only: the
+	// leader calls Drain on its connection once LISTEN is done, after each
+	// notification, and after every DrainInterval without one. Notifications
+	// that arrived before a call are all served by it (they are dropped, not
+	// passed on). An error gives up leadership and reconnects, as a Handle
+	// error does. Like Handle it delays the next notification: bound each
+	// statement with ctx. It must leave conn idle (no open transaction).
+	Drain func(ctx context.Context, conn *pgx.Conn) error
+	// DrainInterval is how long the leader waits for a notification before
+	// it calls Drain anyway; the call also checks the connection, in place
+	// of the idle ping. Used only with Drain. Zero means PingInterval.
+	DrainInterval time.Duration
 	// CanLead, if set, is asked before every attempt to take the lock; an
 	// error ends the connection and is retried with backoff. The relay uses
 	// it so that a relay that cannot reach Redis never becomes the leader.
@@ -95,8 +114,10 @@ func New(cfg Config) (*Listener, error) {
 		return nil, errors.New("pglisten: no connection config")
 	case len(cfg.Channels) == 0:
 		return nil, errors.New("pglisten: no channels")
-	case cfg.Handle == nil:
+	case cfg.Handle == nil && cfg.Drain == nil:
 		return nil, errors.New("pglisten: no handler")
+	case cfg.Handle != nil && cfg.Drain != nil:
+		return nil, errors.New("pglisten: both Handle and Drain set")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -106,6 +127,9 @@ func New(cfg Config) (*Listener, error) {
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 5 * time.Second
+	}
+	if cfg.DrainInterval <= 0 {
+		cfg.DrainInterval = cfg.PingInterval
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 200 * time.Millisecond
@@ -166,6 +190,13 @@ func (l *Listener) runOnce(ctx context.Context) error {
 		}
 	}
 	l.setRole(RoleLeader)
+	if l.cfg.Drain != nil {
+		// LISTEN first, then catch up: a row committed after this drain
+		// began sends a wake that this session receives.
+		if err := l.drain(ctx, conn); err != nil {
+			return err
+		}
+	}
 	return l.listen(ctx, conn)
 }
 
@@ -193,12 +224,16 @@ func (l *Listener) waitForLock(ctx context.Context, conn *pgx.Conn) error {
 	}
 }
 
-// listen hands notifications to Handle until an error or ctx ends. While the
-// connection is idle it pings, so a dead one is noticed within about two
-// PingIntervals even when no notification arrives.
+// listen hands notifications to Handle (or wakes Drain) until an error or
+// ctx ends. While the connection is idle it pings (or drains), so a dead one
+// is noticed within about two intervals even when no notification arrives.
 func (l *Listener) listen(ctx context.Context, conn *pgx.Conn) error {
+	idle := l.cfg.PingInterval
+	if l.cfg.Drain != nil {
+		idle = l.cfg.DrainInterval
+	}
 	for {
-		waitCtx, cancel := context.WithTimeout(ctx, l.cfg.PingInterval)
+		waitCtx, cancel := context.WithTimeout(ctx, idle)
 		n, err := conn.WaitForNotification(waitCtx)
 		cancel()
 		if err != nil {
@@ -208,6 +243,12 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn) error {
 			if !errors.Is(err, context.DeadlineExceeded) {
 				return fmt.Errorf("wait for notification: %w", err)
 			}
+			if l.cfg.Drain != nil {
+				if err := l.drain(ctx, conn); err != nil {
+					return err
+				}
+				continue
+			}
 			pingCtx, cancel := context.WithTimeout(ctx, l.cfg.PingInterval)
 			err = conn.Ping(pingCtx)
 			cancel()
@@ -216,8 +257,39 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn) error {
 			}
 			continue
 		}
+		if l.cfg.Drain != nil {
+			discardReceived(conn)
+			if err := l.drain(ctx, conn); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := l.cfg.Handle(ctx, n.Channel, n.Payload); err != nil {
 			return fmt.Errorf("handle notification on %q: %w", n.Channel, err)
+		}
+	}
+}
+
+func (l *Listener) drain(ctx context.Context, conn *pgx.Conn) error {
+	if err := l.cfg.Drain(ctx, conn); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("drain: %w", err)
+	}
+	return nil
+}
+
+// discardReceived drops the notifications conn has already received (pgx
+// keeps those that arrive during a query): the drain about to start serves
+// them all. WaitForNotification returns a received one at once, and with a
+// done context it returns without reading the socket.
+func discardReceived(conn *pgx.Conn) {
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for {
+		if n, _ := conn.WaitForNotification(done); n == nil {
+			return
 		}
 	}
 }

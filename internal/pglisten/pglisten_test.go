@@ -53,6 +53,8 @@ type options struct {
 	handle   func(ctx context.Context, channel, payload string) error // runs before the notification is recorded; nil records only
 	canLead  func(ctx context.Context) error
 	ping     time.Duration
+	drain    func(ctx context.Context, conn *pgx.Conn) error // set: Drain instead of Handle
+	interval time.Duration                                   // DrainInterval
 }
 
 func lockKey() int64 { return rand.Int64() }
@@ -79,23 +81,29 @@ func start(t *testing.T, key int64, o options) *listener {
 			logs.mu.Unlock()
 		}
 	})
+	handle := func(ctx context.Context, channel, payload string) error {
+		var err error
+		if o.handle != nil {
+			err = o.handle(ctx, channel, payload)
+		}
+		select {
+		case l.notes <- note{channel, payload}:
+		default:
+			t.Errorf("%s: notification buffer full", l.name)
+		}
+		return err
+	}
+	if o.drain != nil {
+		handle = nil
+	}
 	ln, err := pglisten.New(pglisten.Config{
-		ConnConfig: cfg,
-		LockKey:    key,
-		Channels:   o.channels,
-		Handle: func(ctx context.Context, channel, payload string) error {
-			var err error
-			if o.handle != nil {
-				err = o.handle(ctx, channel, payload)
-			}
-			select {
-			case l.notes <- note{channel, payload}:
-			default:
-				t.Errorf("%s: notification buffer full", l.name)
-			}
-			return err
-		},
-		CanLead: o.canLead,
+		ConnConfig:    cfg,
+		LockKey:       key,
+		Channels:      o.channels,
+		Handle:        handle,
+		Drain:         o.drain,
+		DrainInterval: o.interval,
+		CanLead:       o.canLead,
 		OnRole: func(r pglisten.Role) {
 			l.mu.Lock()
 			l.history = append(l.history, r)
@@ -212,6 +220,7 @@ func TestNewRequiresConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	handle := func(context.Context, string, string) error { return nil }
+	drain := func(context.Context, *pgx.Conn) error { return nil }
 	for _, tc := range []struct {
 		name string
 		cfg  pglisten.Config
@@ -222,6 +231,8 @@ func TestNewRequiresConfig(t *testing.T) {
 		{"nil channels", pglisten.Config{ConnConfig: cfg, Handle: handle}, false},
 		{"empty channels", pglisten.Config{ConnConfig: cfg, Channels: []string{}, Handle: handle}, false},
 		{"no handle", pglisten.Config{ConnConfig: cfg, Channels: []string{"c"}}, false},
+		{"drain instead of handle", pglisten.Config{ConnConfig: cfg, Channels: []string{"c"}, Drain: drain}, true},
+		{"handle and drain", pglisten.Config{ConnConfig: cfg, Channels: []string{"c"}, Handle: handle, Drain: drain}, false},
 		{"nothing", pglisten.Config{}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -502,4 +513,150 @@ func TestCanLeadGatesLeadership(t *testing.T) {
 	conn := testenv.Conn(t)
 	notify(t, conn, ch, "allowed")
 	l.expect(t, note{ch, "allowed"})
+}
+
+// drainCalls records each Drain call; a test reads them in order.
+type drainCalls struct {
+	calls chan string // application_name of the session each call got
+	n     atomic.Int32
+}
+
+func newDrainCalls() *drainCalls { return &drainCalls{calls: make(chan string, 1000)} }
+
+// drain runs a query on conn, as a real drain does, and records the call.
+func (d *drainCalls) drain(ctx context.Context, conn *pgx.Conn) error {
+	var app string
+	if err := conn.QueryRow(ctx, "SELECT current_setting('application_name')").Scan(&app); err != nil {
+		return err
+	}
+	d.n.Add(1)
+	d.calls <- app
+	return nil
+}
+
+// next fails t unless a Drain call on the session named app comes within wait.
+func (d *drainCalls) next(t *testing.T, app string) {
+	t.Helper()
+	select {
+	case got := <-d.calls:
+		if got != app {
+			t.Fatalf("Drain ran on session %q, want the leader's %q", got, app)
+		}
+	case <-time.After(wait):
+		t.Fatalf("no Drain call within %s", wait)
+	}
+}
+
+// none fails t if Drain is called within d.
+func (d *drainCalls) none(t *testing.T, within time.Duration) {
+	t.Helper()
+	select {
+	case <-d.calls:
+		t.Fatalf("Drain called; want no call within %s", within)
+	case <-time.After(within):
+	}
+}
+
+// With Drain, a notification is only a wake-up: the leader drains on its own
+// session once it leads and after each notification; Handle is not called.
+func TestDrainOnLeadAndOnWake(t *testing.T) {
+	t.Parallel()
+	ch := testenv.Name("pl")
+	d := newDrainCalls()
+	l := start(t, lockKey(), options{channels: []string{ch}, drain: d.drain, interval: time.Hour})
+	l.waitRole(t, pglisten.RoleLeader)
+	d.next(t, l.name) // on taking the lead
+	d.none(t, 200*time.Millisecond)
+
+	conn := testenv.Conn(t)
+	notify(t, conn, ch, "")
+	d.next(t, l.name)
+	notify(t, conn, ch, "payload is ignored")
+	d.next(t, l.name)
+	d.none(t, 200*time.Millisecond)
+	l.noNotes(t)
+}
+
+// Without any notification the leader drains every DrainInterval: a missed
+// wake costs at most one interval.
+func TestDrainEveryIdleInterval(t *testing.T) {
+	t.Parallel()
+	ch := testenv.Name("pl")
+	d := newDrainCalls()
+	l := start(t, lockKey(), options{channels: []string{ch}, drain: d.drain, interval: 50 * time.Millisecond})
+	l.waitRole(t, pglisten.RoleLeader)
+	for range 5 {
+		d.next(t, l.name)
+	}
+	if got := l.rolesSoFar(); len(got) != 1 {
+		t.Errorf("roles = %v, want only [leader]: idle drains must not reconnect", got)
+	}
+}
+
+// Notifications that arrive while a drain runs its queries are served by one
+// more drain, not one drain each.
+func TestDrainCoalescesWakes(t *testing.T) {
+	t.Parallel()
+	ch := testenv.Name("pl")
+	d := newDrainCalls()
+	slow := make(chan struct{}, 1)
+	l := start(t, lockKey(), options{
+		channels: []string{ch},
+		interval: time.Hour,
+		drain: func(ctx context.Context, conn *pgx.Conn) error {
+			select {
+			case <-slow:
+				// Notifications sent meanwhile arrive during this query.
+				if _, err := conn.Exec(ctx, "SELECT pg_sleep(0.5)"); err != nil {
+					return err
+				}
+			default:
+			}
+			return d.drain(ctx, conn)
+		},
+	})
+	l.waitRole(t, pglisten.RoleLeader)
+	d.next(t, l.name)
+
+	conn := testenv.Conn(t)
+	slow <- struct{}{}
+	notify(t, conn, ch, "start the slow drain")
+	waitFor(t, "the slow drain to start", func() bool {
+		var n int
+		err := conn.QueryRow(context.Background(),
+			"SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE '%pg_sleep%'", l.name).Scan(&n)
+		return err == nil && n == 1
+	})
+	for i := range 50 {
+		notify(t, conn, ch, fmt.Sprint(i))
+	}
+	d.next(t, l.name) // the slow drain
+	d.next(t, l.name) // one drain for the 50 wakes received during it
+	d.none(t, 300*time.Millisecond)
+}
+
+// A Drain error gives up leadership; alone, the listener reconnects, leads
+// again and drains again.
+func TestDrainErrorGivesUpLeadership(t *testing.T) {
+	t.Parallel()
+	ch := testenv.Name("pl")
+	d := newDrainCalls()
+	var fail atomic.Bool
+	l := start(t, lockKey(), options{
+		channels: []string{ch},
+		interval: time.Hour,
+		drain: func(ctx context.Context, conn *pgx.Conn) error {
+			if fail.CompareAndSwap(true, false) {
+				return errors.New("redis is down")
+			}
+			return d.drain(ctx, conn)
+		},
+	})
+	l.waitRole(t, pglisten.RoleLeader)
+	d.next(t, l.name)
+	fail.Store(true)
+	notify(t, testenv.Conn(t), ch, "")
+	l.waitRole(t, pglisten.RoleConnecting)
+	l.waitRole(t, pglisten.RoleLeader)
+	d.next(t, l.name) // the new session drains as it takes the lead
 }

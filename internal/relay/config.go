@@ -10,25 +10,32 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/pgrelay/pgrelay/internal/event"
 	"github.com/pgrelay/pgrelay/internal/logconf"
+	"github.com/pgrelay/pgrelay/internal/outbox"
 	"github.com/redis/go-redis/v9"
 )
 
 // Config is the relay's configuration. cmd/relay fills it from RELAY_*
 // variables; tests start from DefaultConfig.
 type Config struct {
-	DatabaseURL       string        `split_words:"true" required:"true" desc:"PostgreSQL to LISTEN on, as a URL or key=value string; must be a direct (or session-pooled) connection"`
-	RedisURL          string        `split_words:"true" default:"redis://127.0.0.1:6379/0" desc:"Redis to publish to (redis:// or rediss://)"`
-	Channels          []string      `default:"data" desc:"comma-separated PostgreSQL channels to LISTEN on (quoted: any name up to 63 bytes)"`
-	Prefix            string        `default:"pgrelay" desc:"prefix of every Redis key and channel; several installations can share one Redis"`
-	LockKey           int64         `split_words:"true" desc:"advisory lock key that elects the leader; 0 derives it from RELAY_PREFIX"`
-	HistorySize       int           `split_words:"true" default:"1000" desc:"recent messages kept per channel in Redis, for clients that resume and edges that heal a gap"`
-	HistoryTTL        time.Duration `split_words:"true" default:"24h" desc:"a channel's history is dropped after this long without a message; negative keeps it"`
-	HTTPAddr          string        `split_words:"true" default:":8081" desc:"address serving /healthz and /readyz"`
-	LockRetryInterval time.Duration `split_words:"true" default:"250ms" desc:"how often a standby retries the leader lock; bounds takeover time"`
-	PingInterval      time.Duration `split_words:"true" default:"5s" desc:"idle time after which the leader pings PostgreSQL to check its connection"`
-	PublishTimeout    time.Duration `split_words:"true" default:"5s" desc:"bound on one publish to Redis; on failure the leader steps down and reconnects"`
-	LogLevel          string        `split_words:"true" default:"info" desc:"debug, info, warn or error"`
-	LogFormat         string        `split_words:"true" default:"json" desc:"json or text"`
+	DatabaseURL        string        `split_words:"true" required:"true" desc:"PostgreSQL to LISTEN on, as a URL or key=value string; must be a direct (or session-pooled) connection"`
+	RedisURL           string        `split_words:"true" default:"redis://127.0.0.1:6379/0" desc:"Redis to publish to (redis:// or rediss://)"`
+	Source             string        `default:"notify" desc:"notify: publish each NOTIFY on RELAY_CHANNELS (at most once); outbox: publish the rows of RELAY_OUTBOX_TABLE (nothing lost across a leader change)"`
+	Channels           []string      `default:"data" desc:"comma-separated PostgreSQL channels to LISTEN on (quoted: any name up to 63 bytes); notify source only, ignored with outbox (channels come from the rows)"`
+	OutboxTable        string        `split_words:"true" default:"pgrelay_outbox" desc:"outbox source: the table to drain, name or schema.name (letters, digits, underscores; used as written, so case matters)"`
+	OutboxWakeChannel  string        `split_words:"true" default:"pgrelay_outbox" desc:"outbox source: the channel the outbox trigger NOTIFYs to wake the relay"`
+	OutboxPollInterval time.Duration `split_words:"true" default:"1s" desc:"outbox source: the leader also drains after this long without a wake, in case one was missed"`
+	OutboxMigrate      bool          `split_words:"true" default:"false" desc:"outbox source: create or update the outbox table and trigger (migrations/001_outbox.sql for these settings) when taking the lead"`
+	MaxPayload         int           `split_words:"true" default:"1048576" desc:"outbox source: largest payload in bytes, at most 64 MiB; enforced by the table's CHECK (with RELAY_OUTBOX_MIGRATE) and by the relay, which moves larger rows to <table>_rejected"`
+	Prefix             string        `default:"pgrelay" desc:"prefix of every Redis key and channel; several installations can share one Redis"`
+	LockKey            int64         `split_words:"true" desc:"advisory lock key that elects the leader; 0 derives it from RELAY_PREFIX"`
+	HistorySize        int           `split_words:"true" default:"1000" desc:"recent messages kept per channel in Redis, for clients that resume and edges that heal a gap"`
+	HistoryTTL         time.Duration `split_words:"true" default:"24h" desc:"a channel's history is dropped after this long without a message; negative keeps it. Also how long a published outbox row is remembered, so a new leader does not publish it twice (24h when negative)"`
+	HTTPAddr           string        `split_words:"true" default:":8081" desc:"address serving /healthz and /readyz"`
+	LockRetryInterval  time.Duration `split_words:"true" default:"250ms" desc:"how often a standby retries the leader lock; bounds takeover time"`
+	PingInterval       time.Duration `split_words:"true" default:"5s" desc:"idle time after which the leader pings PostgreSQL to check its connection (with outbox, each poll checks it instead)"`
+	PublishTimeout     time.Duration `split_words:"true" default:"5s" desc:"bound on one publish to Redis, and on each outbox query; on failure the leader steps down and reconnects"`
+	LogLevel           string        `split_words:"true" default:"info" desc:"debug, info, warn or error"`
+	LogFormat          string        `split_words:"true" default:"json" desc:"json or text"`
 
 	// Listener, if set, is used instead of listening on HTTPAddr (tests).
 	Listener net.Listener `ignored:"true"`
@@ -39,17 +46,22 @@ type Config struct {
 // DefaultConfig returns the defaults documented in the struct tags, with no database.
 func DefaultConfig() Config {
 	return Config{
-		RedisURL:          "redis://127.0.0.1:6379/0",
-		Channels:          []string{"data"},
-		Prefix:            "pgrelay",
-		HistorySize:       1000,
-		HistoryTTL:        24 * time.Hour,
-		HTTPAddr:          ":8081",
-		LockRetryInterval: 250 * time.Millisecond,
-		PingInterval:      5 * time.Second,
-		PublishTimeout:    5 * time.Second,
-		LogLevel:          "info",
-		LogFormat:         "json",
+		RedisURL:           "redis://127.0.0.1:6379/0",
+		Source:             SourceNotify,
+		Channels:           []string{"data"},
+		OutboxTable:        outbox.DefaultTable,
+		OutboxWakeChannel:  outbox.DefaultWakeChannel,
+		OutboxPollInterval: time.Second,
+		MaxPayload:         outbox.DefaultMaxPayload,
+		Prefix:             "pgrelay",
+		HistorySize:        1000,
+		HistoryTTL:         24 * time.Hour,
+		HTTPAddr:           ":8081",
+		LockRetryInterval:  250 * time.Millisecond,
+		PingInterval:       5 * time.Second,
+		PublishTimeout:     5 * time.Second,
+		LogLevel:           "info",
+		LogFormat:          "json",
 	}
 }
 
@@ -65,13 +77,31 @@ func (c Config) Validate() error {
 	if _, err := redis.ParseURL(c.RedisURL); err != nil {
 		return fmt.Errorf("RELAY_REDIS_URL: %w", err)
 	}
-	if len(c.Channels) == 0 {
-		return fmt.Errorf("RELAY_CHANNELS: at least one channel is required")
+	if c.MaxPayload < 1 || c.MaxPayload > outbox.MaxMaxPayload {
+		return fmt.Errorf("RELAY_MAX_PAYLOAD: must be 1 to %d bytes (64 MiB), got %d", outbox.MaxMaxPayload, c.MaxPayload)
 	}
-	for _, ch := range c.Channels {
-		if err := event.ValidateChannel(ch); err != nil {
-			return fmt.Errorf("RELAY_CHANNELS: %q: %w", ch, err)
+	switch c.Source {
+	case SourceNotify:
+		if len(c.Channels) == 0 {
+			return fmt.Errorf("RELAY_CHANNELS: at least one channel is required")
 		}
+		for _, ch := range c.Channels {
+			if err := event.ValidateChannel(ch); err != nil {
+				return fmt.Errorf("RELAY_CHANNELS: %q: %w", ch, err)
+			}
+		}
+	case SourceOutbox:
+		if _, err := outbox.ParseTable(c.OutboxTable); err != nil {
+			return fmt.Errorf("RELAY_OUTBOX_TABLE: %w", err)
+		}
+		if err := outbox.CheckWakeChannel(c.OutboxWakeChannel); err != nil {
+			return fmt.Errorf("RELAY_OUTBOX_WAKE_CHANNEL: %q: %w", c.OutboxWakeChannel, err)
+		}
+		if c.OutboxPollInterval <= 0 {
+			return fmt.Errorf("RELAY_OUTBOX_POLL_INTERVAL: must be positive, got %s", c.OutboxPollInterval)
+		}
+	default:
+		return fmt.Errorf("RELAY_SOURCE: %q: must be %s or %s", c.Source, SourceNotify, SourceOutbox)
 	}
 	if err := logconf.CheckLevel(c.LogLevel); err != nil {
 		return fmt.Errorf("RELAY_LOG_LEVEL: %w", err)
@@ -94,6 +124,18 @@ func (c Config) Validate() error {
 		return fmt.Errorf("RELAY_PUBLISH_TIMEOUT: must be positive, got %s", c.PublishTimeout)
 	}
 	return nil
+}
+
+// Sources of messages (RELAY_SOURCE).
+const (
+	SourceNotify = "notify"
+	SourceOutbox = "outbox"
+)
+
+// outboxSchema is what RELAY_OUTBOX_MIGRATE creates; call after Validate.
+func (c Config) outboxSchema() outbox.Schema {
+	t, _ := outbox.ParseTable(c.OutboxTable)
+	return outbox.Schema{Table: t, WakeChannel: c.OutboxWakeChannel, MaxPayload: c.MaxPayload}
 }
 
 // lockKey is LockKey, or a key derived from the prefix: relays sharing a

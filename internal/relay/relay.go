@@ -1,7 +1,10 @@
 // Package relay runs a relay process: the PostgreSQL LISTEN connection (with
 // leadership), publishing to Redis, and the probes.
 //
-// Start with Run; the LISTEN side is pglisten, the Redis side redisbus.
+// Start with Run; the LISTEN side is pglisten, the Redis side redisbus. With
+// the notify source each notification is published; with the outbox source
+// notifications only wake the leader, which drains the outbox table
+// (package outbox) on its LISTEN connection.
 package relay
 
 import (
@@ -15,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgrelay/pgrelay/internal/outbox"
 	"github.com/pgrelay/pgrelay/internal/pglisten"
 	"github.com/pgrelay/pgrelay/internal/probe"
 	"github.com/pgrelay/pgrelay/internal/redisbus"
@@ -43,7 +47,7 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 
 	var role atomic.Int32
-	l, err := pglisten.New(pglisten.Config{
+	lcfg := pglisten.Config{
 		ConnConfig:        pgcfg,
 		LockKey:           cfg.lockKey(),
 		Channels:          cfg.Channels,
@@ -70,7 +74,13 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Debug("published", "channel", channel, "id", id, "bytes", len(payload))
 			return nil
 		},
-	})
+	}
+	if cfg.Source == SourceOutbox {
+		if err := useOutbox(&lcfg, cfg, pub, log); err != nil {
+			return err
+		}
+	}
+	l, err := pglisten.New(lcfg)
 	if err != nil {
 		return err
 	}
@@ -89,7 +99,12 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("relay started", "addr", ln.Addr().String(), "channels", cfg.Channels, "prefix", cfg.Prefix)
+	if cfg.Source == SourceOutbox {
+		log.Info("relay started", "addr", ln.Addr().String(), "source", cfg.Source, "table", cfg.OutboxTable,
+			"wake_channel", cfg.OutboxWakeChannel, "migrate", cfg.OutboxMigrate, "prefix", cfg.Prefix)
+	} else {
+		log.Info("relay started", "addr", ln.Addr().String(), "source", cfg.Source, "channels", cfg.Channels, "prefix", cfg.Prefix)
+	}
 
 	listenCtx, stopListen := context.WithCancel(ctx)
 	listenDone := make(chan struct{})
@@ -115,3 +130,49 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("relay stopped")
 	return err
 }
+
+// useOutbox turns lcfg into the outbox source: LISTEN only on the wake
+// channel, and drain the table instead of handling notifications. With
+// OutboxMigrate, each new leading session first applies the migration (a
+// no-op without table locks once it is in place).
+func useOutbox(lcfg *pglisten.Config, cfg Config, pub outbox.Publisher, log *slog.Logger) error {
+	schema := cfg.outboxSchema()
+	d, err := outbox.NewDrainer(outbox.Options{
+		Table:      schema.Table,
+		Publisher:  pub,
+		MaxPayload: cfg.MaxPayload,
+		Timeout:    cfg.PublishTimeout,
+		Logger:     log,
+	})
+	if err != nil {
+		return err
+	}
+	var migrated *pgx.Conn // the session that last migrated; Run's goroutine only
+	lcfg.Channels = []string{cfg.OutboxWakeChannel}
+	lcfg.Handle = nil
+	lcfg.DrainInterval = cfg.OutboxPollInterval
+	lcfg.Drain = func(ctx context.Context, conn *pgx.Conn) error {
+		if cfg.OutboxMigrate && conn != migrated {
+			if err := outbox.Migrate(ctx, conn, schema); err != nil {
+				return err
+			}
+			migrated = conn
+			log.Info("outbox migrated", "table", cfg.OutboxTable, "max_payload", cfg.MaxPayload)
+		}
+		before := d.Stats()
+		err := d.Drain(ctx, conn)
+		after := d.Stats()
+		if dups := after.Duplicates - before.Duplicates; dups > 0 {
+			// Expected after a leader change; repeated, it is worth a look.
+			log.Info("outbox rows were published already (a previous leader did not delete them); deleted now", "rows", dups)
+		}
+		if after != before {
+			log.Debug("outbox drained", "published", after.Published-before.Published,
+				"duplicates", after.Duplicates-before.Duplicates, "rejected", after.Rejected-before.Rejected)
+		}
+		return err
+	}
+	return nil
+}
+
+var _ outbox.Publisher = (*redisbus.Publisher)(nil)
