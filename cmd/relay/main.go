@@ -26,7 +26,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var cfg relay.Config
 	if len(args) > 0 {
 		if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
-			fmt.Fprintf(stdout, "relay: PostgreSQL LISTEN/NOTIFY to Redis, for pgrelay edges.\n\n")
+			fmt.Fprintf(stdout, "relay: PostgreSQL (LISTEN/NOTIFY or an outbox table) to Redis, for pgrelay edges.\n\n")
 			tw := tabwriter.NewWriter(stdout, 1, 0, 4, ' ', 0)
 			_ = envconfig.Usagef("RELAY", &cfg, tw, envconfig.DefaultTableFormat)
 			_ = tw.Flush()

@@ -103,6 +103,16 @@ func TestStandbyTakesOverWhenLeaderStops(t *testing.T) {
 	if strings.Count(standby.logs.String(), "role=leader") != 1 {
 		t.Errorf("standby should have become leader exactly once; logs:\n%s", standby.logs.String())
 	}
+	for sample, want := range map[string]float64{
+		"pgrelay_relay_leader":                        1,
+		"pgrelay_relay_leadership_acquired_total":     1,
+		"pgrelay_relay_messages_published_total":      2,
+		"pgrelay_relay_publish_latency_seconds_count": 2,
+	} {
+		if v := metricValue(t, standby, sample); v != want {
+			t.Errorf("standby-turned-leader %s = %v, want %v", sample, v, want)
+		}
+	}
 }
 
 func expectPayloads(t *testing.T, c *client, want ...string) {

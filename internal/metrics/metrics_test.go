@@ -29,6 +29,7 @@ func TestEveryMetricIsDocumented(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	m := NewEdge(reg, edgeSources(), []string{"data"})
+	NewRelay(reg, func() OutboxCounts { return OutboxCounts{} })
 	// Vectors only show once they have a child.
 	m.Refused("bad_request")
 	m.Connected("ws")
@@ -37,7 +38,7 @@ func TestEveryMetricIsDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(families) < 15 {
+	if len(families) < 25 {
 		t.Fatalf("gathered only %d metric families", len(families))
 	}
 	for _, f := range families {
@@ -98,4 +99,27 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 		}
 	}
 	return out
+}
+
+func TestRelayRoles(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewRelay(reg, nil)
+	m.Role("connecting", "standby")
+	m.Role("standby", "leader")
+	m.Received()
+	m.Published(2 * time.Millisecond)
+	m.Role("leader", "connecting")
+	m.Role("connecting", "leader")
+	got := gather(t, reg)
+	for name, want := range map[string]float64{
+		"pgrelay_relay_leader":                        1,
+		"pgrelay_relay_leadership_acquired_total":     2,
+		"pgrelay_relay_postgres_sessions_lost_total":  1,
+		"pgrelay_relay_messages_published_total":      1,
+		"pgrelay_relay_publish_latency_seconds_count": 1,
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %v, want %v", name, got[name], want)
+		}
+	}
 }

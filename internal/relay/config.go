@@ -11,7 +11,7 @@ import (
 	"github.com/pgrelay/pgrelay/internal/event"
 	"github.com/pgrelay/pgrelay/internal/logconf"
 	"github.com/pgrelay/pgrelay/internal/outbox"
-	"github.com/redis/go-redis/v9"
+	"github.com/pgrelay/pgrelay/internal/redisbus"
 )
 
 // Config is the relay's configuration. cmd/relay fills it from RELAY_*
@@ -30,7 +30,7 @@ type Config struct {
 	LockKey            int64         `split_words:"true" desc:"advisory lock key that elects the leader; 0 derives it from RELAY_PREFIX"`
 	HistorySize        int           `split_words:"true" default:"1000" desc:"recent messages kept per channel in Redis, for clients that resume and edges that heal a gap"`
 	HistoryTTL         time.Duration `split_words:"true" default:"24h" desc:"a channel's history is dropped after this long without a message; negative keeps it. Also how long a published outbox row is remembered, so a new leader does not publish it twice (24h when negative)"`
-	HTTPAddr           string        `split_words:"true" default:":8081" desc:"address serving /healthz and /readyz"`
+	HTTPAddr           string        `split_words:"true" default:":8081" desc:"address serving /healthz, /readyz and /metrics"`
 	LockRetryInterval  time.Duration `split_words:"true" default:"250ms" desc:"how often a standby retries the leader lock; bounds takeover time"`
 	PingInterval       time.Duration `split_words:"true" default:"5s" desc:"idle time after which the leader pings PostgreSQL to check its connection (with outbox, each poll checks it instead)"`
 	PublishTimeout     time.Duration `split_words:"true" default:"5s" desc:"bound on one publish to Redis, and on each outbox query; on failure the leader steps down and reconnects"`
@@ -74,7 +74,7 @@ func (c Config) Validate() error {
 		// pgx redacts the password in its parse errors.
 		return fmt.Errorf("RELAY_DATABASE_URL: %w", err)
 	}
-	if _, err := redis.ParseURL(c.RedisURL); err != nil {
+	if _, err := redisbus.ParseURL(c.RedisURL); err != nil {
 		return fmt.Errorf("RELAY_REDIS_URL: %w", err)
 	}
 	if c.MaxPayload < 1 || c.MaxPayload > outbox.MaxMaxPayload {

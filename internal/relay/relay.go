@@ -18,11 +18,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/outbox"
 	"github.com/pgrelay/pgrelay/internal/pglisten"
 	"github.com/pgrelay/pgrelay/internal/probe"
 	"github.com/pgrelay/pgrelay/internal/redisbus"
-	"github.com/redis/go-redis/v9"
 )
 
 // Run relays until ctx ends and returns nil then. It returns an error only
@@ -37,14 +37,24 @@ func Run(ctx context.Context, cfg Config) error {
 		log = slog.Default()
 	}
 	pgcfg, _ := pgx.ParseConfig(cfg.DatabaseURL) // checked by Validate
-	ropts, _ := redis.ParseURL(cfg.RedisURL)
-	rdb := redis.NewClient(ropts)
+	rdb, _ := redisbus.NewClient(cfg.RedisURL)
 	defer rdb.Close()
 	pub := redisbus.NewPublisher(rdb, redisbus.PublisherOptions{
 		Prefix:      cfg.Prefix,
 		HistorySize: cfg.HistorySize,
 		HistoryTTL:  cfg.HistoryTTL,
 	})
+
+	reg := metrics.NewRegistry()
+	var drainer *outbox.Drainer
+	var outboxCounts func() metrics.OutboxCounts
+	if cfg.Source == SourceOutbox {
+		outboxCounts = func() metrics.OutboxCounts {
+			st := drainer.Stats()
+			return metrics.OutboxCounts{Published: st.Published, Duplicates: st.Duplicates, Rejected: st.Rejected}
+		}
+	}
+	m := metrics.NewRelay(reg, outboxCounts)
 
 	var role atomic.Int32
 	lcfg := pglisten.Config{
@@ -54,7 +64,9 @@ func Run(ctx context.Context, cfg Config) error {
 		LockRetryInterval: cfg.LockRetryInterval,
 		PingInterval:      cfg.PingInterval,
 		Logger:            log,
-		OnRole:            func(r pglisten.Role) { role.Store(int32(r)) },
+		OnRole: func(r pglisten.Role) {
+			m.Role(pglisten.Role(role.Swap(int32(r))).String(), r.String())
+		},
 		CanLead: func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, cfg.PublishTimeout)
 			defer cancel()
@@ -64,19 +76,24 @@ func Run(ctx context.Context, cfg Config) error {
 			return nil
 		},
 		Handle: func(ctx context.Context, channel, payload string) error {
+			start := time.Now()
+			m.Received()
 			ctx, cancel := context.WithTimeout(ctx, cfg.PublishTimeout)
 			defer cancel()
 			id, err := pub.Publish(ctx, channel, payload)
 			if err != nil {
+				m.PublishFailed()
 				log.Error("notification dropped: publish failed", "channel", channel, "bytes", len(payload), "err", err)
 				return err
 			}
+			m.Published(time.Since(start))
 			log.Debug("published", "channel", channel, "id", id, "bytes", len(payload))
 			return nil
 		},
 	}
 	if cfg.Source == SourceOutbox {
-		if err := useOutbox(&lcfg, cfg, pub, log); err != nil {
+		var err error
+		if drainer, err = useOutbox(&lcfg, cfg, pub, log); err != nil {
 			return err
 		}
 	}
@@ -86,6 +103,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(reg))
 	probe.Register(mux, func() (string, bool) {
 		r := pglisten.Role(role.Load())
 		return r.String(), r != pglisten.RoleConnecting
@@ -135,7 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 // channel, and drain the table instead of handling notifications. With
 // OutboxMigrate, each new leading session first applies the migration (a
 // no-op without table locks once it is in place).
-func useOutbox(lcfg *pglisten.Config, cfg Config, pub outbox.Publisher, log *slog.Logger) error {
+func useOutbox(lcfg *pglisten.Config, cfg Config, pub outbox.Publisher, log *slog.Logger) (*outbox.Drainer, error) {
 	schema := cfg.outboxSchema()
 	d, err := outbox.NewDrainer(outbox.Options{
 		Table:      schema.Table,
@@ -145,7 +163,7 @@ func useOutbox(lcfg *pglisten.Config, cfg Config, pub outbox.Publisher, log *slo
 		Logger:     log,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var migrated *pgx.Conn // the session that last migrated; Run's goroutine only
 	lcfg.Channels = []string{cfg.OutboxWakeChannel}
@@ -172,7 +190,7 @@ func useOutbox(lcfg *pglisten.Config, cfg Config, pub outbox.Publisher, log *slo
 		}
 		return err
 	}
-	return nil
+	return d, nil
 }
 
 var _ outbox.Publisher = (*redisbus.Publisher)(nil)
