@@ -185,7 +185,7 @@ export class PgRelay {
     } catch {
       return console.warn('pgrelay: ignoring a frame that is not JSON', data);
     }
-    if (f?.type !== undefined && f.type !== 'reset') { // clients ignore types they do not know
+    if (f?.type !== undefined && f.type !== 'reset' && f.type !== 'position') { // clients ignore types they do not know
       return console.info('pgrelay: ignoring a control frame of unknown type', f);
     }
     const channel = f?.channel;
@@ -194,13 +194,19 @@ export class PgRelay {
       return console.warn('pgrelay: ignoring a frame without a channel or a valid id', f);
     }
     const last = this.positions.get(channel);
-    if (f.type === 'reset') {
+    if (f.type === 'position') {
+      // Where the channel stands as we join: resume from here after a
+      // reconnect even if no message comes meanwhile.
+      if (last === undefined || after(id, last)) this.positions.set(channel, id);
+    } else if (f.type === 'reset') {
       if (last !== undefined && !after(id, last)) return; // nothing we have not seen is lost
       this.positions.set(channel, id);
       this.#emit('reset', { channel, id });
     } else if (last === undefined || after(id, last)) {
       this.positions.set(channel, id);
-      this.#emit('message', { channel, id, payload: f.payload == null ? '' : String(f.payload) });
+      const detail = { channel, id, payload: f.payload == null ? '' : String(f.payload) };
+      if (f.encoding) detail.encoding = f.encoding; // "base64": payload holds the bytes of a non-UTF-8 NOTIFY
+      this.#emit('message', detail);
     }
   }
 }

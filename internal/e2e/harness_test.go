@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -241,14 +242,23 @@ type frame struct {
 	Encoding string `json:"encoding"`
 }
 
-// next reads one message frame, decoded strictly as the documented format;
-// a control frame is an error.
+// next reads one message frame, decoded strictly as the documented format.
+// Position frames (sent first, for channels not resumed) are checked and
+// skipped; any other control frame is an error.
 func (c *client) next(timeout time.Duration) (frame, error) {
-	f, err := c.nextFrame(timeout)
-	if err == nil && f.Type != "" {
-		return f, fmt.Errorf("got a %q frame, want a message: %+v", f.Type, f)
+	for {
+		f, err := c.nextFrame(timeout)
+		if err == nil && f.Type == "position" {
+			if _, perr := strconv.ParseUint(f.ID, 10, 64); perr != nil || f.Channel == "" {
+				return f, fmt.Errorf("malformed position frame %+v", f)
+			}
+			continue
+		}
+		if err == nil && f.Type != "" {
+			return f, fmt.Errorf("got a %q frame, want a message: %+v", f.Type, f)
+		}
+		return f, err
 	}
-	return f, err
 }
 
 // nextFrame reads one frame of any type.

@@ -106,3 +106,29 @@ func TestResumeFromNewestGetsOnlyNew(t *testing.T) {
 	notify(t, conn, ch, "b")
 	expectPayloads(t, c2, "b")
 }
+
+// A client that joins a channel with a past learns its position at once, so
+// it can resume even if it leaves before any message arrives.
+func TestPositionFrameLetsAQuietClientResume(t *testing.T) {
+	prefix, ch := testenv.Name("position"), testenv.Name("data")
+	r := startRelay(t, "relay", prefix, []string{ch})
+	waitLeader(t, r)
+	e := startEdge(t, "edge", prefix)
+	conn := testenv.Conn(t)
+	first := dial(t, e, ch)
+	notify(t, conn, ch, "before")
+	before, err := first.next(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	quiet := dial(t, e, ch)
+	f, err := quiet.nextFrame(10 * time.Second)
+	if err != nil || f.Type != "position" || f.Channel != ch || f.ID != before.ID {
+		t.Fatalf("first frame %+v (%v), want position %s of %q", f, err, before.ID, ch)
+	}
+	quiet.ws.CloseNow()
+	notify(t, conn, ch, "while away")
+	back := dialQuery(t, e, "channel="+url.QueryEscape(ch)+"&since="+f.ID)
+	expectPayloads(t, back, "while away")
+}

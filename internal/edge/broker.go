@@ -43,6 +43,8 @@ func (b *broker) Unsubscribe(s *hub.Subscriber) {
 	b.bus.Release(s.Channels())
 }
 
+func (b *broker) Position(channel string) uint64 { return b.bus.Position(channel) }
+
 func (b *broker) Replay(ctx context.Context, channel string, after uint64, yield func(*hub.Message) error) error {
 	for {
 		pg, err := b.hist.After(ctx, channel, after, replayPage)

@@ -23,6 +23,19 @@ func ResetFrame(channel string, id uint64) []byte {
 	return b
 }
 
+// PositionFrame encodes the frame that tells a client, when it connects, the
+// newest id of a channel it did not resume: {"type":"position","channel":
+// "data","id":"41"}. Messages after 41 will reach it; after a reconnect it
+// resumes from there (since=data:41) even if no message came meanwhile.
+func PositionFrame(channel string, id uint64) []byte {
+	b, _ := json.Marshal(struct {
+		Type    string `json:"type"`
+		Channel string `json:"channel"`
+		ID      string `json:"id"`
+	}{"position", channel, strconv.FormatUint(id, 10)})
+	return b
+}
+
 // ParseSince reads the resume positions of a /ws request: each since value is
 // CHANNEL:ID (split at the last colon, so channel names may hold colons), or
 // a bare ID when exactly one channel is asked for. Every position must name

@@ -63,6 +63,8 @@ type Message struct {
 	Frame []byte
 	// Reset marks a frame telling clients that messages up to ID are lost.
 	Reset bool
+	// Position marks a frame telling a client where a channel stands.
+	Position bool
 	// Published is when the relay published the message (Unix µs; 0 if
 	// unknown), for the delivery latency metric.
 	Published int64

@@ -382,6 +382,14 @@ func (s *Subscriber) emit(name string, e event.Event, id uint64) {
 	s.opts.Handle(e)
 }
 
+// Position returns the id of the last event of channel handed to Handle (or
+// the channel's newest id when it was first subscribed); 0 if none or not
+// acquired. Everything after it will be handed to Handle.
+func (s *Subscriber) Position(channel string) uint64 {
+	last, _ := s.lastOf(channel)
+	return last
+}
+
 func (s *Subscriber) lastOf(name string) (uint64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

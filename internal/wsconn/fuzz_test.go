@@ -27,6 +27,7 @@ func (b memBroker) Subscribe(_ context.Context, chans []string) (*hub.Subscriber
 	return b.h.Subscribe(chans), nil
 }
 func (b memBroker) Unsubscribe(s *hub.Subscriber) { b.h.Unsubscribe(s) }
+func (b memBroker) Position(string) uint64        { return 0 }
 func (b memBroker) Replay(context.Context, string, uint64, func(*hub.Message) error) error {
 	return nil
 }

@@ -16,13 +16,16 @@ import (
 )
 
 // Broker subscribes clients to channels. Subscribe returns once the
-// subscription is live (or fails); Unsubscribe undoes it. Replay hands
+// subscription is live (or fails); Unsubscribe undoes it. Position is the
+// newest id of a channel the subscription has passed on (0: none), read
+// after Subscribe: messages after it reach the subscriber. Replay hands
 // yield a channel's messages after id after, from the history, oldest first,
 // starting with a reset message if the history no longer reaches back to
 // after; it stops at the first error from yield.
 type Broker interface {
 	Subscribe(ctx context.Context, channels []string) (*hub.Subscriber, error)
 	Unsubscribe(*hub.Subscriber)
+	Position(channel string) uint64
 	Replay(ctx context.Context, channel string, after uint64, yield func(*hub.Message) error) error
 }
 
@@ -214,7 +217,7 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 	defer h.untrack(c)
 
 	h.opts.Observer.Connected("ws")
-	h.opts.Observer.Disconnected("ws", h.serve(ws, c, sub, since, expires))
+	h.opts.Observer.Disconnected("ws", h.serve(ws, c, sub, h.positions(chans, since), since, expires))
 }
 
 // subscribe authorizes and subscribes a client, or answers the request
@@ -262,6 +265,21 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, chans []stri
 	return sub, expires, true
 }
 
+// positions returns a position message for each channel not resumed that
+// has one, to be the client's first frames.
+func (h *Handler) positions(chans []string, since map[string]uint64) []*hub.Message {
+	var out []*hub.Message
+	for _, ch := range chans {
+		if _, resumed := since[ch]; resumed {
+			continue
+		}
+		if id := h.opts.Broker.Position(ch); id > 0 {
+			out = append(out, &hub.Message{Channel: ch, ID: id, Frame: event.PositionFrame(ch, id), Position: true})
+		}
+	}
+	return out
+}
+
 // unsubscribe undoes subscribe.
 func (h *Handler) unsubscribe(sub *hub.Subscriber) {
 	h.opts.Broker.Unsubscribe(sub)
@@ -272,7 +290,7 @@ func (h *Handler) unsubscribe(sub *hub.Subscriber) {
 // missed on each channel it resumes, then writes the live queue, which has
 // been filling since before the replay began: Positions drops what both hold.
 // It returns why the connection ended, for the Observer.
-func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, since map[string]uint64, expires time.Time) (reason string) {
+func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, start []*hub.Message, since map[string]uint64, expires time.Time) (reason string) {
 	// The reader answers pings and closes; clients only listen, so a data
 	// frame closes the connection with 1008. ctx ends with the reader.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -309,7 +327,13 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, since 
 	expired := expiry(expires)
 	defer expired.Stop()
 
-	pos := make(hub.Positions, len(since))
+	pos := make(hub.Positions, len(since)+len(start))
+	for _, m := range start {
+		pos[m.Channel] = m.ID // what the queue holds up to it came before open
+		if err := h.write(writeCtx, ws, m); err != nil {
+			return ended()
+		}
+	}
 	for ch, id := range since {
 		pos[ch] = id
 		err := h.opts.Broker.Replay(writeCtx, ch, id, func(m *hub.Message) error {

@@ -65,7 +65,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	s := &sseStream{h: h, rc: http.NewResponseController(w), bw: bufio.NewWriter(w), pos: make(map[string]uint64)}
 	h.opts.Observer.Connected("sse")
-	h.opts.Observer.Disconnected("sse", h.serveEvents(r.Context(), s, c, sub, since, expires))
+	h.opts.Observer.Disconnected("sse", h.serveEvents(r.Context(), s, c, sub, h.positions(chans, since), since, expires))
 }
 
 // sseStream writes events to one response; its writer goroutine is the only user.
@@ -80,8 +80,11 @@ type sseStream struct {
 func (s *sseStream) send(m *hub.Message) error {
 	s.pos[m.Channel] = m.ID
 	kind := "message"
-	if m.Reset {
+	switch {
+	case m.Reset:
 		kind = "reset"
+	case m.Position:
+		kind = "position"
 	}
 	fmt.Fprintf(s.bw, "id: %s\nevent: %s\ndata: %s\n\n", event.FormatCursor(s.pos), kind, m.Frame)
 	if err := s.flush(); err != nil {
@@ -107,7 +110,7 @@ func (s *sseStream) flush() error {
 // serveEvents is the SSE twin of serve: replay, then the live queue, with
 // keepalive comments and the same slow-client and drain handling. It
 // returns why the stream ended.
-func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *hub.Subscriber, since map[string]uint64, expires time.Time) (reason string) {
+func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *hub.Subscriber, start []*hub.Message, since map[string]uint64, expires time.Time) (reason string) {
 	expired := expiry(expires)
 	defer expired.Stop()
 	ended := func() string {
@@ -120,7 +123,13 @@ func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *h
 	if err := s.comment("pgrelay"); err != nil {
 		return ended()
 	}
-	pos := make(hub.Positions, len(since))
+	pos := make(hub.Positions, len(since)+len(start))
+	for _, m := range start {
+		pos[m.Channel] = m.ID
+		if err := s.send(m); err != nil {
+			return ended()
+		}
+	}
 	for ch, id := range since {
 		pos[ch] = id
 		s.pos[ch] = id
