@@ -58,6 +58,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	incomplete := &connWatch{log: log}
 	var ws *wsconn.Handler
 	reg := metrics.NewRegistry()
 	observer := metrics.NewEdge(reg, metrics.EdgeSources{
@@ -70,6 +71,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Resets:             bus.Resets,
 		RedisReconnects:    bus.Reconnects,
 		Kicks:              h.Kicks,
+		Incomplete:         incomplete.count.Load,
 		ChannelSubscribers: h.Subscribers,
 	}, cfg.MetricsChannels)
 	ws = wsconn.New(wsconn.Options{
@@ -108,6 +110,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	srv := &http.Server{
+		ConnState:         incomplete.track,
 		Handler:           mux,
 		ReadHeaderTimeout: cfg.HeaderTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,

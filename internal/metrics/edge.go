@@ -19,6 +19,7 @@ type EdgeSources struct {
 	Resets             func() uint64
 	RedisReconnects    func() uint64
 	Kicks              func() uint64
+	Incomplete         func() uint64
 	ChannelSubscribers func(channel string) int
 }
 
@@ -72,6 +73,7 @@ func NewEdge(reg prometheus.Registerer, src EdgeSources, labelChannels []string)
 	counterFunc(reg, "pgrelay_edge_resets_total", "Gaps the history could not fill, each sent to clients as a reset frame.", src.Resets)
 	counterFunc(reg, "pgrelay_edge_redis_reconnects_total", "Redis subscription connections lost and retried.", src.RedisReconnects)
 	counterFunc(reg, "pgrelay_edge_slow_clients_total", "Clients cut off because their queue was full.", src.Kicks)
+	counterFunc(reg, "pgrelay_edge_incomplete_requests_total", "Connections closed before a complete request: slowloris cut off by EDGE_HEADER_TIMEOUT, or unused preconnects.", src.Incomplete)
 
 	subs := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "pgrelay_edge_channel_subscribers",

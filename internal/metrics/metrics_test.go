@@ -16,7 +16,7 @@ func edgeSources() EdgeSources {
 	return EdgeSources{
 		Clients: func() int { return 3 }, SubscriptionLive: func() bool { return true },
 		RedisChannels: func() int { return 2 }, Received: func() uint64 { return 7 },
-		Malformed: zero, Duplicates: zero, Resets: zero, RedisReconnects: zero, Kicks: zero,
+		Malformed: zero, Duplicates: zero, Resets: zero, RedisReconnects: zero, Kicks: zero, Incomplete: zero,
 		ChannelSubscribers: func(ch string) int { return len(ch) },
 	}
 }

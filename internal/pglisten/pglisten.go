@@ -3,12 +3,19 @@
 //
 // Leadership and the notification stream live on the same connection. A
 // Listener takes pg_try_advisory_lock(LockKey); while it fails, the Listener is
-// a standby that retries on an interval and has not run LISTEN, so it can
-// never receive (or publish) anything. Once it holds the lock it LISTENs on
-// every channel and passes each notification to Handle. If the connection
-// dies, PostgreSQL frees the lock and another relay takes over; this one has
+// a standby: it waits in pg_advisory_lock (or, with LockRetryInterval, polls
+// pg_try_advisory_lock) and has not run LISTEN, so it can never receive (or
+// publish) anything. Once it holds the lock it LISTENs on every channel and
+// passes each notification to Handle. If the connection dies, PostgreSQL
+// frees the lock and a waiting standby takes over at once; this one has
 // nothing left to publish. Any error (connection, Handle, Drain) closes the
 // connection, which gives up the lock, and Run reconnects with backoff.
+//
+// Dead connections are noticed on both ends: the leader pings after
+// PingInterval of silence and gives up after PingTimeout, and SetTCP makes
+// the client's and the server's TCP keepalive and user timeout bound how
+// long either side holds a connection whose peer vanished (PostgreSQL frees
+// the lock only when it drops the connection).
 //
 // With Drain set (the outbox source), notifications only wake the leader:
 // it calls Drain on its own connection after LISTEN, after each notification
@@ -16,8 +23,8 @@
 // DrainInterval, so that a missed wake costs at most one interval. Drain
 // reads the rows to publish itself; Handle is not used.
 //
-// Run is not safe to call twice at once; OnRole, Handle and Drain are called
-// from Run's goroutine.
+// Run is not safe to call twice at once; OnRole, OnDropped, CanLead, Handle
+// and Drain are called from Run's goroutine.
 package pglisten
 
 import (
@@ -29,6 +36,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Role is what a Listener is doing.
@@ -67,7 +75,10 @@ type Config struct {
 	Channels []string
 	// Handle publishes one notification. An error gives up leadership and
 	// reconnects. It runs on Run's goroutine, so it delays the next
-	// notification: keep it bounded (use ctx and a timeout).
+	// notification: keep it bounded with a timeout. Its ctx is not cancelled
+	// when Run's is, so that a graceful stop lets the publish in flight (and
+	// those of the notifications already received) finish before the
+	// session, and the lock, are let go.
 	Handle func(ctx context.Context, channel, payload string) error
 	// Drain, instead of Handle, makes notifications a wake-up only: the
 	// leader calls Drain on its connection once LISTEN is done, after each
@@ -87,14 +98,28 @@ type Config struct {
 	CanLead func(ctx context.Context) error
 	// OnRole is told every role change. Optional; must not block.
 	OnRole func(Role)
+	// OnDropped is told how many notifications the leader had received but
+	// not passed to Handle when its session ended by an error (they are
+	// lost; each is also logged). Optional; must not block. Notifications
+	// still in the socket's buffers at that moment cannot be counted.
+	OnDropped func(n int)
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
-	// LockRetryInterval is how often a standby retries the lock. Zero means
-	// 250ms. It bounds how long a takeover waits after the leader is gone.
+	// LockRetryInterval chooses how a standby waits for the lock. Zero (the
+	// default) waits in pg_advisory_lock: the standby takes over as soon as
+	// PostgreSQL frees the lock, in milliseconds. Positive polls
+	// pg_try_advisory_lock at that interval instead, which bounds a takeover
+	// by the interval; use it where a statement that waits indefinitely is
+	// unwelcome. Either way CanLead is asked again before leading.
 	LockRetryInterval time.Duration
 	// PingInterval is how long the leader's connection may stay silent
 	// before it is pinged, to notice a dead connection while idle. Zero means 5s.
 	PingInterval time.Duration
+	// PingTimeout bounds the ping and every other short statement (the
+	// lock attempt, LISTEN): a connection that does not answer within it is
+	// dropped. The leader notices a dead connection within PingInterval +
+	// PingTimeout. Zero means PingInterval.
+	PingTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the exponential, jittered delay between
 	// reconnects. Zero means 200ms and 10s.
 	MinBackoff, MaxBackoff time.Duration
@@ -122,11 +147,14 @@ func New(cfg Config) (*Listener, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.LockRetryInterval <= 0 {
-		cfg.LockRetryInterval = 250 * time.Millisecond
+	if cfg.LockRetryInterval < 0 {
+		cfg.LockRetryInterval = 0
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 5 * time.Second
+	}
+	if cfg.PingTimeout <= 0 {
+		cfg.PingTimeout = cfg.PingInterval
 	}
 	if cfg.DrainInterval <= 0 {
 		cfg.DrainInterval = cfg.PingInterval
@@ -185,7 +213,10 @@ func (l *Listener) runOnce(ctx context.Context) error {
 		return err
 	}
 	for _, ch := range l.cfg.Channels {
-		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+		qctx, cancel := context.WithTimeout(ctx, l.cfg.PingTimeout)
+		_, err := conn.Exec(qctx, "LISTEN "+pgx.Identifier{ch}.Sanitize())
+		cancel()
+		if err != nil {
 			return fmt.Errorf("listen %q: %w", ch, err)
 		}
 	}
@@ -196,31 +227,57 @@ func (l *Listener) runOnce(ctx context.Context) error {
 		if err := l.drain(ctx, conn); err != nil {
 			return err
 		}
+		return l.listen(ctx, conn)
 	}
-	return l.listen(ctx, conn)
+	err = l.listen(ctx, conn)
+	if ctx.Err() != nil {
+		// A graceful stop: this session still holds the lock, so what it
+		// has received is its to publish before it lets go.
+		l.flushReceived(ctx, conn)
+	} else if n := len(takeReceived(conn)); n > 0 {
+		l.log.Error("notifications dropped: the session ended before they were published", "count", n, "err", err)
+		if l.cfg.OnDropped != nil {
+			l.cfg.OnDropped(n)
+		}
+	}
+	return err
 }
 
-// waitForLock returns once conn holds the advisory lock.
-func (l *Listener) waitForLock(ctx context.Context, conn *pgx.Conn) error {
-	for {
-		if l.cfg.CanLead != nil {
-			if err := l.cfg.CanLead(ctx); err != nil {
-				return fmt.Errorf("cannot lead: %w", err)
+// flushReceived passes the notifications conn has already received to
+// Handle, with a context that is not cancelled (Handle bounds itself).
+func (l *Listener) flushReceived(ctx context.Context, conn *pgx.Conn) {
+	notes := takeReceived(conn)
+	for i, n := range notes {
+		if err := l.cfg.Handle(context.WithoutCancel(ctx), n.Channel, n.Payload); err != nil {
+			// Handle logs and counts its own failure; the rest are lost.
+			if rest := len(notes) - i - 1; rest > 0 {
+				l.log.Error("notifications dropped: the session ended before they were published", "count", rest, "err", err)
+				if l.cfg.OnDropped != nil {
+					l.cfg.OnDropped(rest)
+				}
 			}
+			return
 		}
-		var got bool
-		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", l.cfg.LockKey).Scan(&got); err != nil {
-			return fmt.Errorf("try advisory lock: %w", err)
+	}
+	if len(notes) > 0 {
+		l.log.Info("published the notifications received before stopping", "count", len(notes))
+	}
+}
+
+// takeReceived returns the notifications conn has received and not yet
+// returned: those pgx has parsed, then those already read off the socket
+// or arriving within a millisecond. It stops at the first wait that yields
+// nothing, so on a broken connection it returns at once.
+func takeReceived(conn *pgx.Conn) []*pgconn.Notification {
+	var notes []*pgconn.Notification
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		n, _ := conn.WaitForNotification(ctx)
+		cancel()
+		if n == nil {
+			return notes
 		}
-		if got {
-			return nil
-		}
-		l.setRole(RoleStandby)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(l.cfg.LockRetryInterval):
-		}
+		notes = append(notes, n)
 	}
 }
 
@@ -249,11 +306,14 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn) error {
 				}
 				continue
 			}
-			pingCtx, cancel := context.WithTimeout(ctx, l.cfg.PingInterval)
+			pingCtx, cancel := context.WithTimeout(ctx, l.cfg.PingTimeout)
 			err = conn.Ping(pingCtx)
 			cancel()
 			if err != nil {
-				return fmt.Errorf("ping: %w", err)
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return fmt.Errorf("ping (no answer within %s): %w", l.cfg.PingTimeout, err)
 			}
 			continue
 		}
@@ -264,7 +324,7 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn) error {
 			}
 			continue
 		}
-		if err := l.cfg.Handle(ctx, n.Channel, n.Payload); err != nil {
+		if err := l.cfg.Handle(context.WithoutCancel(ctx), n.Channel, n.Payload); err != nil {
 			return fmt.Errorf("handle notification on %q: %w", n.Channel, err)
 		}
 	}
@@ -281,15 +341,16 @@ func (l *Listener) drain(ctx context.Context, conn *pgx.Conn) error {
 }
 
 // discardReceived drops the notifications conn has already received (pgx
-// keeps those that arrive during a query): the drain about to start serves
-// them all. WaitForNotification returns a received one at once, and with a
-// done context it returns without reading the socket.
-func discardReceived(conn *pgx.Conn) {
+// keeps those that arrive during a query) and says how many: with Drain, the
+// drain about to start serves them all. WaitForNotification returns a
+// received one at once, and with a done context it returns without reading
+// the socket.
+func discardReceived(conn *pgx.Conn) int {
 	done, cancel := context.WithCancel(context.Background())
 	cancel()
-	for {
-		if n, _ := conn.WaitForNotification(done); n == nil {
-			return
+	for n := 0; ; n++ {
+		if note, _ := conn.WaitForNotification(done); note == nil {
+			return n
 		}
 	}
 }

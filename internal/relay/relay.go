@@ -37,6 +37,12 @@ func Run(ctx context.Context, cfg Config) error {
 		log = slog.Default()
 	}
 	pgcfg, _ := pgx.ParseConfig(cfg.DatabaseURL) // checked by Validate
+	pglisten.SetTCP(pgcfg, pglisten.TCP{
+		KeepaliveIdle:     cfg.TCPKeepaliveIdle,
+		KeepaliveInterval: cfg.TCPKeepaliveInterval,
+		KeepaliveCount:    cfg.TCPKeepaliveCount,
+		UserTimeout:       cfg.TCPUserTimeout,
+	})
 	rdb, _ := redisbus.NewClient(cfg.RedisURL)
 	defer rdb.Close()
 	pub := redisbus.NewPublisher(rdb, redisbus.PublisherOptions{
@@ -63,7 +69,13 @@ func Run(ctx context.Context, cfg Config) error {
 		Channels:          cfg.Channels,
 		LockRetryInterval: cfg.LockRetryInterval,
 		PingInterval:      cfg.PingInterval,
+		PingTimeout:       cfg.PingTimeout,
 		Logger:            log,
+		OnDropped: func(n int) {
+			for range n {
+				m.PublishFailed()
+			}
+		},
 		OnRole: func(r pglisten.Role) {
 			m.Role(pglisten.Role(role.Swap(int32(r))).String(), r.String())
 		},

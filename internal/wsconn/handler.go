@@ -186,8 +186,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	h.opts.Observer.Refused("bad_request")
-	http.Error(w, err.Error(), http.StatusBadRequest)
+	h.refuse(w, r, http.StatusBadRequest, "bad_request", err.Error())
 }
 
 func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string, since map[string]uint64) {
@@ -204,6 +203,7 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 		Subprotocols: []string{"pgrelay"},
 	})
 	if err != nil {
+		h.log.Info("client refused", "reason", "bad_request", "msg", err.Error(), "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
 		h.opts.Observer.Refused("bad_request")
 		return // Accept has answered the request (403 for a foreign origin)
 	}
@@ -232,24 +232,20 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, chans []stri
 			if errors.As(err, &ae) {
 				status = ae.Status
 			}
-			h.log.Info("client refused", "status", status, "err", err, "remote", r.RemoteAddr)
-			h.opts.Observer.Refused("unauthorized")
 			if status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="pgrelay"`)
 			}
-			http.Error(w, err.Error(), status)
+			h.refuse(w, r, status, "unauthorized", err.Error())
 			return nil, expires, false
 		}
 	}
 	switch {
 	case h.draining.Load():
-		h.opts.Observer.Refused("draining")
-		unavailable(w, "edge is shutting down")
+		h.refuse(w, r, http.StatusServiceUnavailable, "draining", "edge is shutting down")
 		return nil, expires, false
 	case h.slots.Add(1) > int64(h.opts.MaxConnections):
 		h.slots.Add(-1)
-		h.opts.Observer.Refused("full")
-		unavailable(w, "edge is full")
+		h.refuse(w, r, http.StatusServiceUnavailable, "full", "edge is full")
 		return nil, expires, false
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.SubscribeTimeout)
@@ -258,8 +254,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, chans []stri
 	if err != nil {
 		h.slots.Add(-1)
 		h.log.Warn("subscribe failed", "channels", chans, "err", err)
-		h.opts.Observer.Refused("unavailable")
-		unavailable(w, "subscription not ready")
+		h.refuse(w, r, http.StatusServiceUnavailable, "unavailable", "subscription not ready")
 		return nil, expires, false
 	}
 	return sub, expires, true
@@ -461,7 +456,13 @@ func (h *Handler) untrack(c *conn) {
 	h.wg.Done()
 }
 
-func unavailable(w http.ResponseWriter, reason string) {
-	w.Header().Set("Retry-After", "1")
-	http.Error(w, reason, http.StatusServiceUnavailable)
+// refuse answers a request that gets no stream, with a log line and a count.
+// A 503 says when to retry.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, reason, msg string) {
+	h.log.Info("client refused", "status", status, "reason", reason, "msg", msg, "remote", r.RemoteAddr)
+	h.opts.Observer.Refused(reason)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	http.Error(w, msg, status)
 }

@@ -31,8 +31,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	chans, err := ParseChannels(q, h.opts.MaxChannels)
 	if err != nil {
-		h.opts.Observer.Refused("bad_request")
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		h.refuse(w, r, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
 	cursor := r.Header.Get("Last-Event-ID")
@@ -41,8 +40,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 	}
 	since, err := event.ParseCursor(chans, cursor)
 	if err != nil {
-		h.opts.Observer.Refused("bad_request")
-		http.Error(w, "Last-Event-ID: "+err.Error(), http.StatusBadRequest)
+		h.refuse(w, r, http.StatusBadRequest, "bad_request", "Last-Event-ID: "+err.Error())
 		return
 	}
 	sub, expires, ok := h.subscribe(w, r, chans)
@@ -53,7 +51,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 
 	c := &conn{goAway: make(chan struct{})}
 	if !h.track(c) {
-		unavailable(w, "edge is shutting down")
+		h.refuse(w, r, http.StatusServiceUnavailable, "draining", "edge is shutting down")
 		return
 	}
 	defer h.untrack(c)
