@@ -155,3 +155,27 @@ func metricValue(t *testing.T, p *proc, sample string) float64 {
 	t.Fatalf("%s /metrics has no sample %s", p.name, sample)
 	return 0
 }
+
+// A peer that stops answering pings on an idle connection is dropped after
+// about two ping intervals; a peer that answers stays.
+func TestIdlePeerWithoutPongIsDropped(t *testing.T) {
+	prefix := testenv.Name("ping")
+	e := startEdge(t, "edge", prefix, func(c *edge.Config) { c.PingInterval = 200 * time.Millisecond })
+	alive := dial(t, e, "a")
+	go func() { _, _ = alive.next(30 * time.Second) }() // reading answers pings
+	_ = dial(t, e, "a")                                  // never reads: never pongs
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if metricValue(t, e, "pgrelay_edge_clients") == 1 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if v := metricValue(t, e, `pgrelay_edge_disconnections_total{reason="ping_timeout",transport="ws"}`); v != 1 {
+		t.Fatalf("ping_timeout disconnections = %v, want 1", v)
+	}
+	time.Sleep(600 * time.Millisecond) // three more ping rounds
+	if v := metricValue(t, e, "pgrelay_edge_clients"); v != 1 {
+		t.Fatalf("clients = %v: the peer that answers pings was dropped too", v)
+	}
+}

@@ -78,6 +78,17 @@ type Subscriber struct {
 	isKicked atomic.Bool
 	inHub    bool         // guarded by Hub.mu
 	bytes    atomic.Int64 // frame bytes queued, when Options.QueueBytes is set
+	onKick   atomic.Pointer[func()]
+}
+
+// OnKick sets f to be called (once, from the publishing goroutine) when the
+// hub kicks s, or at once if it already has. f must not block; the WebSocket
+// writer uses it to abandon a write blocked on a client that stopped reading.
+func (s *Subscriber) OnKick(f func()) {
+	s.onKick.Store(&f)
+	if s.isKicked.Load() && s.onKick.CompareAndSwap(&f, nil) {
+		f()
+	}
 }
 
 // Dequeued tells the hub the subscriber's writer took m off its queue, so
@@ -168,6 +179,9 @@ func (h *Hub) kick(s *Subscriber) {
 	}
 	h.kicks.Add(1)
 	close(s.kicked)
+	if f := s.onKick.Swap(nil); f != nil {
+		(*f)()
+	}
 	if h.opts.OnKick != nil {
 		h.opts.OnKick(s)
 	}

@@ -302,13 +302,15 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, start 
 	// client that stopped reading is abandoned at once, not after WriteTimeout.
 	writeCtx, cancelWrites := context.WithCancel(ctx)
 	defer cancelWrites()
-	var pingFailed atomic.Bool
-	go h.watch(ctx, func() { pingFailed.Store(true); cancel() }, cancelWrites, ws, sub)
+	sub.OnKick(cancelWrites)
+	// An idle connection is pinged by this writer, so that proxies keep it
+	// and a dead peer is found; any write resets the wait. No goroutine of
+	// its own: a connection costs two (this one and the reader).
+	idle := time.NewTimer(h.opts.PingInterval)
+	defer idle.Stop()
 	// ended names why the loop stopped on an error or a closed context.
 	ended := func() string {
 		switch {
-		case pingFailed.Load():
-			return "ping_timeout"
 		case isKicked(sub):
 			return "slow"
 		case policy.Load():
@@ -363,6 +365,18 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, start 
 			if err := h.write(writeCtx, ws, m); err != nil {
 				return ended()
 			}
+			idle.Reset(h.opts.PingInterval)
+		case <-idle.C:
+			pctx, cancel := context.WithTimeout(writeCtx, h.opts.PingInterval)
+			err := ws.Ping(pctx)
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil && !isKicked(sub) {
+					return "ping_timeout"
+				}
+				return ended()
+			}
+			idle.Reset(h.opts.PingInterval)
 		case <-sub.Kicked():
 			ws.Close(CodeSlow, "slow client, reconnect later")
 			return "slow"
@@ -410,31 +424,6 @@ func isKicked(sub *hub.Subscriber) bool {
 		return true
 	default:
 		return false
-	}
-}
-
-// watch pings the client to keep the connection alive through proxies and
-// to find dead peers (fail ends the connection), and abandons the writer's
-// current write when the hub kicks the client.
-func (h *Handler) watch(ctx context.Context, fail, kick context.CancelFunc, ws *websocket.Conn, sub *hub.Subscriber) {
-	t := time.NewTicker(h.opts.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-sub.Kicked():
-			kick()
-			return
-		case <-t.C:
-		}
-		pctx, cancel := context.WithTimeout(ctx, h.opts.PingInterval)
-		err := ws.Ping(pctx)
-		cancel()
-		if err != nil {
-			fail()
-			return
-		}
 	}
 }
 
