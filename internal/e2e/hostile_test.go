@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -119,6 +120,23 @@ func TestHostileClients(t *testing.T) {
 		}
 		stillHealthy(t)
 	})
+	t.Run("data frame header announcing 1 TiB, then silence", func(t *testing.T) {
+		nc := rawUpgrade(t, e, "channel="+url.QueryEscape(ch), good)
+		// FIN+text, masked, 64-bit length 2^40, mask key; then nothing.
+		nc.Write([]byte{0x81, 0xff, 0, 0, 1, 0, 0, 0, 0, 0, 1, 2, 3, 4})
+		start := time.Now()
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 256)
+		for {
+			if _, err := nc.Read(buf); err != nil {
+				break // the close frame came first, then the socket closed
+			}
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("the edge held the socket %s, want closed within its 2s close grace", d)
+		}
+		stillHealthy(t)
+	})
 	t.Run("token expires while connected", func(t *testing.T) {
 		short := token(jwt.SigningMethodHS256, secret, 1500*time.Millisecond, ch)
 		c := dialToken(t, e, "channel="+url.QueryEscape(ch), short, nil)
@@ -229,4 +247,28 @@ func upgradeStatus(t *testing.T, p *proc, query, token string, header http.Heade
 	var b [200]byte
 	n, _ := resp.Body.Read(b[:])
 	return resp.StatusCode, string(b[:n])
+}
+
+// rawUpgrade performs a WebSocket upgrade on a plain TCP connection, to send
+// frames no well-behaved client library would.
+func rawUpgrade(t *testing.T, p *proc, query, token string) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	fmt.Fprintf(nc, "GET /ws?%s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: pgrelay, bearer.%s\r\n\r\n",
+		query, p.addr, token)
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	if br.Buffered() > 0 {
+		// A position frame may already be in the buffer; it does not matter.
+		br.Discard(br.Buffered())
+	}
+	return nc
 }

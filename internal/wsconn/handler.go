@@ -1,10 +1,12 @@
 package wsconn
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -121,7 +123,35 @@ type Handler struct {
 type conn struct {
 	goAway     chan struct{}
 	goAwayOnce sync.Once
+	raw        net.Conn // the hijacked socket (WebSocket only)
 }
+
+// closeGrace bounds a close handshake: a client that does not answer the
+// close frame (or is still "sending" a huge frame the handshake must skip)
+// has its socket closed under it.
+const closeGrace = 2 * time.Second
+
+// closeWith closes ws with code and reason, within closeGrace.
+func (c *conn) closeWith(ws *websocket.Conn, code websocket.StatusCode, reason string) {
+	t := time.AfterFunc(closeGrace, func() { c.raw.Close() })
+	defer t.Stop()
+	ws.Close(code, reason)
+}
+
+// hijackRecorder keeps the socket coder/websocket hijacks, so that a close
+// can be bounded: the library's close handshake has no deadline of its own.
+type hijackRecorder struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	h.conn = c
+	return c, brw, err
+}
+
+func (h *hijackRecorder) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 func (c *conn) sendGoAway() { c.goAwayOnce.Do(func() { close(c.goAway) }) }
 
@@ -196,7 +226,9 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 	}
 	defer h.unsubscribe(sub)
 
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	start := h.positions(chans, since) // before open: see Broker.Position
+	rec := &hijackRecorder{ResponseWriter: w}
+	ws, err := websocket.Accept(rec, r, &websocket.AcceptOptions{
 		OriginPatterns: h.opts.OriginPatterns,
 		// A browser sends its token as a second subprotocol; the edge
 		// selects this one, never echoing the token.
@@ -207,17 +239,18 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 		h.opts.Observer.Refused("bad_request")
 		return // Accept has answered the request (403 for a foreign origin)
 	}
+	defer rec.conn.Close() // runs last: whatever happened, the socket is gone
 	defer ws.CloseNow()
 
-	c := &conn{goAway: make(chan struct{})}
+	c := &conn{goAway: make(chan struct{}), raw: rec.conn}
 	if !h.track(c) {
-		ws.Close(CodeGoingAway, "edge is shutting down")
+		c.closeWith(ws, CodeGoingAway, "edge is shutting down")
 		return
 	}
 	defer h.untrack(c)
 
 	h.opts.Observer.Connected("ws")
-	h.opts.Observer.Disconnected("ws", h.serve(ws, c, sub, h.positions(chans, since), since, expires))
+	h.opts.Observer.Disconnected("ws", h.serve(ws, c, sub, start, since, expires))
 }
 
 // subscribe authorizes and subscribes a client, or answers the request
@@ -295,7 +328,8 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, start 
 		defer cancel()
 		if _, _, err := ws.Reader(ctx); err == nil {
 			policy.Store(true)
-			ws.Close(websocket.StatusPolicyViolation, "unexpected data message: clients only listen")
+			cancel() // the writer stops at once
+			c.closeWith(ws, websocket.StatusPolicyViolation, "unexpected data message: clients only listen")
 		}
 	}()
 	// writeCtx ends when the hub kicks this client: a write blocked on a
@@ -342,7 +376,7 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, start 
 		if err != nil {
 			if writeCtx.Err() == nil && !errors.As(err, new(writeError)) {
 				h.log.Warn("replay failed", "channel", ch, "since", id, "err", err)
-				ws.Close(websocket.StatusTryAgainLater, "history unavailable, reconnect later")
+				c.closeWith(ws, websocket.StatusTryAgainLater, "history unavailable, reconnect later")
 				return "history_unavailable"
 			}
 			return ended()
@@ -352,7 +386,7 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, start 
 	for {
 		select {
 		case <-sub.Kicked(): // before any queued frame
-			ws.Close(CodeSlow, "slow client, reconnect later")
+			c.closeWith(ws, CodeSlow, "slow client, reconnect later")
 			return "slow"
 		default:
 		}
@@ -378,13 +412,13 @@ func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, start 
 			}
 			idle.Reset(h.opts.PingInterval)
 		case <-sub.Kicked():
-			ws.Close(CodeSlow, "slow client, reconnect later")
+			c.closeWith(ws, CodeSlow, "slow client, reconnect later")
 			return "slow"
 		case <-c.goAway:
-			ws.Close(CodeGoingAway, "edge is shutting down")
+			c.closeWith(ws, CodeGoingAway, "edge is shutting down")
 			return "going_away"
 		case <-expired.C:
-			ws.Close(CodeTokenExpired, "token expired: fetch a new one and reconnect")
+			c.closeWith(ws, CodeTokenExpired, "token expired: fetch a new one and reconnect")
 			return "token_expired"
 		case <-ctx.Done():
 			return ended()

@@ -48,6 +48,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.unsubscribe(sub)
+	start := h.positions(chans, since) // before the stream opens: see Broker.Position
 
 	c := &conn{goAway: make(chan struct{})}
 	if !h.track(c) {
@@ -63,7 +64,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	s := &sseStream{h: h, rc: http.NewResponseController(w), bw: bufio.NewWriter(w), pos: make(map[string]uint64)}
 	h.opts.Observer.Connected("sse")
-	h.opts.Observer.Disconnected("sse", h.serveEvents(r.Context(), s, c, sub, h.positions(chans, since), since, expires))
+	h.opts.Observer.Disconnected("sse", h.serveEvents(r.Context(), s, c, sub, start, since, expires))
 }
 
 // sseStream writes events to one response; its writer goroutine is the only user.
