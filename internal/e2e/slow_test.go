@@ -163,7 +163,7 @@ func TestIdlePeerWithoutPongIsDropped(t *testing.T) {
 	e := startEdge(t, "edge", prefix, func(c *edge.Config) { c.PingInterval = 200 * time.Millisecond })
 	alive := dial(t, e, "a")
 	go func() { _, _ = alive.next(30 * time.Second) }() // reading answers pings
-	_ = dial(t, e, "a")                                  // never reads: never pongs
+	_ = dial(t, e, "a")                                 // never reads: never pongs
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		if metricValue(t, e, "pgrelay_edge_clients") == 1 {

@@ -20,8 +20,9 @@ type broker struct {
 	hist *redisbus.History
 }
 
-// replayPage is how many history entries one read fetches during a replay.
-const replayPage = 200
+// replayPage is how many history entries one read fetches during a replay:
+// small, since entries may be large (outbox payloads) and the client slow.
+const replayPage = 32
 
 var _ wsconn.Broker = (*broker)(nil)
 
@@ -46,27 +47,14 @@ func (b *broker) Unsubscribe(s *hub.Subscriber) {
 func (b *broker) Position(channel string) uint64 { return b.bus.Position(channel) }
 
 func (b *broker) Replay(ctx context.Context, channel string, after uint64, yield func(*hub.Message) error) error {
-	for {
-		pg, err := b.hist.After(ctx, channel, after, replayPage)
-		if err != nil {
-			return err
-		}
-		if at, ok := pg.Reset(after); ok {
-			if err := yield(resetMessage(channel, at)); err != nil {
-				return err
-			}
-		}
-		for _, e := range pg.Events {
+	_, err := b.hist.Each(ctx, channel, after, replayPage,
+		func(at uint64) error { return yield(resetMessage(channel, at)) },
+		func(e event.Event, id uint64) error {
 			m := message(e)
-			if err := yield(m); err != nil {
-				return err
-			}
-			after = m.ID
-		}
-		if len(pg.Events) < replayPage {
-			return nil
-		}
-	}
+			m.Published = 0 // an old message: not a delivery latency
+			return yield(m)
+		})
+	return err
 }
 
 func message(e event.Event) *hub.Message {

@@ -27,3 +27,20 @@ func TestQueueBytesKicks(t *testing.T) {
 		t.Fatalf("stalled subscriber holds %d frames, want 2 (the third would pass 1000 bytes)", n)
 	}
 }
+
+// One frame larger than QueueBytes still reaches a subscriber whose queue is
+// empty: a big message must not cut every client of its channel.
+func TestQueueBytesAcceptsOneBigFrame(t *testing.T) {
+	h := New(Options{QueueSize: 10, QueueBytes: 100})
+	s := h.Subscribe([]string{"c"})
+	big := &Message{Channel: "c", ID: 1, Frame: make([]byte, 1000)}
+	if got := h.Publish(big); got != 1 {
+		t.Fatalf("a big frame into an empty queue: delivered to %d, want 1", got)
+	}
+	h.Publish(&Message{Channel: "c", ID: 2, Frame: make([]byte, 10)})
+	select {
+	case <-s.Kicked():
+	default:
+		t.Fatal("a second frame behind 1000 queued bytes (bound 100) did not kick")
+	}
+}

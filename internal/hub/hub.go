@@ -26,7 +26,8 @@ type Options struct {
 	QueueSize int
 	// QueueBytes bounds the frame bytes waiting for one subscriber; zero
 	// means no byte bound. A subscriber over it is kicked, like one whose
-	// queue is full: large payloads cannot pile up QueueSize times.
+	// queue is full: large payloads cannot pile up QueueSize times. A frame
+	// is always accepted into an empty queue, whatever its size.
 	QueueBytes int
 	// OnKick, if set, is called once for each kicked subscriber, from the
 	// publishing goroutine. It must not block and must not call the Hub.
@@ -157,9 +158,13 @@ func (h *Hub) Publish(m *Message) (delivered int) {
 		if s.isKicked.Load() {
 			continue
 		}
-		if h.opts.QueueBytes > 0 && s.bytes.Add(int64(len(m.Frame))) > int64(h.opts.QueueBytes) {
-			h.kick(s)
-			continue
+		// A frame larger than the bound on its own still goes into an
+		// empty queue: otherwise one big message would cut every client.
+		if n := int64(len(m.Frame)); h.opts.QueueBytes > 0 {
+			if queued := s.bytes.Add(n) - n; queued > 0 && queued+n > int64(h.opts.QueueBytes) {
+				h.kick(s)
+				continue
+			}
 		}
 		select {
 		case s.queue <- m:

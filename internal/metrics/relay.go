@@ -34,7 +34,7 @@ func NewRelay(reg prometheus.Registerer, outbox func() OutboxCounts) *Relay {
 		}),
 		sessionsLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgrelay_relay_postgres_sessions_lost_total",
-			Help: "PostgreSQL sessions ended by an error (connection, publish), each followed by a reconnect with backoff.",
+			Help: "PostgreSQL sessions that ended after the relay was standby or leader (errors, and the final shutdown).",
 		}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgrelay_relay_notifications_received_total",

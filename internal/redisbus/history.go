@@ -52,6 +52,12 @@ type Page struct {
 	Complete bool
 	// Last is the channel's newest id; 0 if the channel has none.
 	Last uint64
+	// Through is the id of the last entry read, valid or not (0: none):
+	// the next page starts after it.
+	Through uint64
+	// Malformed counts entries skipped because they were not valid
+	// envelopes of the channel; their ids are gaps in Events.
+	Malformed int
 }
 
 // After returns channel's events with ids greater than after, at most limit
@@ -80,10 +86,16 @@ func (h *History) After(ctx context.Context, channel string, after uint64, limit
 	}
 	want := after + 1
 	for _, m := range xr.Val() {
+		if through, err := strconv.ParseUint(strings.TrimSuffix(m.ID, "-0"), 10, 64); err == nil {
+			pg.Through = through
+		}
 		raw, _ := m.Values["e"].(string)
 		e, err := event.Decode([]byte(raw))
 		if err != nil || e.Channel != channel || !strings.HasPrefix(m.ID, e.ID+"-") {
-			return Page{}, fmt.Errorf("read history of %q: bad entry %s: %v", channel, m.ID, err)
+			// A foreign writer's entry: skipped, counted, and seen by the
+			// reader as a gap, never an error that would stop every reader.
+			pg.Malformed++
+			continue
 		}
 		pg.Events = append(pg.Events, e)
 	}
@@ -114,4 +126,43 @@ func (pg Page) Reset(after uint64) (at uint64, ok bool) {
 		return pg.Last, true
 	}
 	return 0, false
+}
+
+// Each hands channel's events after id after to onEvent, oldest first,
+// reading page entries at a time, and calls onReset(at) before an event if
+// the ones up to at are missing: trimmed or expired from the history, or
+// skipped as malformed. It stops at the first error of a callback. after 0
+// means "from the start of the history": no reset before the first event.
+// It returns the number of malformed entries skipped.
+func (h *History) Each(ctx context.Context, channel string, after uint64, page int,
+	onReset func(at uint64) error, onEvent func(e event.Event, id uint64) error) (malformed int, err error) {
+	from := after // where the next page starts; after is the last event handed on
+	for {
+		pg, err := h.After(ctx, channel, from, page)
+		if err != nil {
+			return malformed, err
+		}
+		malformed += pg.Malformed
+		if at, ok := pg.Reset(after); ok && after != 0 && len(pg.Events) == 0 && pg.Malformed == 0 {
+			if err := onReset(at); err != nil {
+				return malformed, err
+			}
+		}
+		for _, e := range pg.Events {
+			id, _ := strconv.ParseUint(e.ID, 10, 64) // Decode checked it
+			if after != 0 && id > after+1 {
+				if err := onReset(id - 1); err != nil {
+					return malformed, err
+				}
+			}
+			if err := onEvent(e, id); err != nil {
+				return malformed, err
+			}
+			after = id
+		}
+		from = max(after, pg.Through)
+		if len(pg.Events)+pg.Malformed < page {
+			return malformed, nil
+		}
+	}
 }

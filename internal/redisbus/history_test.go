@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -460,8 +461,9 @@ func TestHistoryTTL(t *testing.T) {
 	}
 }
 
-// An entry that is not a valid envelope of the channel at its id is an
-// error, not something handed on or skipped silently.
+// An entry that is not a valid envelope of the channel at its id is skipped
+// and counted, never handed on, and never an error that would stop every
+// reader of the channel.
 func TestHistoryBadEntry(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -476,10 +478,37 @@ func TestHistoryBadEntry(t *testing.T) {
 			if err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: historyKey(b.prefix, "c"), ID: tc.id + "-0", Values: []string{"e", tc.entry}}).Err(); err != nil {
 				t.Fatal(err)
 			}
-			if pg, err := b.hist.After(ctx, "c", 1, 10); err == nil {
-				t.Errorf("After over a bad entry = %+v, want an error", pg)
+			pg, err := b.hist.After(ctx, "c", 1, 10)
+			if err != nil || len(pg.Events) != 0 || pg.Malformed != 1 || strconv.FormatUint(pg.Through, 10) != tc.id {
+				t.Errorf("After over a bad entry = %+v, %v; want no events, 1 malformed, through %s", pg, err, tc.id)
 			}
 		})
+	}
+}
+
+// Each reads past a bad entry between good ones, telling the reader of the
+// hole with a reset before the next good event.
+func TestHistoryEachSkipsBadEntry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := newBus(t, PublisherOptions{})
+	add := func(id int, entry string) {
+		if err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: historyKey(b.prefix, "c"), ID: strconv.Itoa(id) + "-0", Values: []string{"e", entry}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := func(id int) string { return `{"id":"` + strconv.Itoa(id) + `","channel":"c","payload":"p"}` }
+	add(10, good(10))
+	add(11, "junk")
+	add(12, good(12))
+	add(13, good(13))
+	var got []string
+	malformed, err := b.hist.Each(ctx, "c", 9, 2,
+		func(at uint64) error { got = append(got, "reset "+strconv.FormatUint(at, 10)); return nil },
+		func(e event.Event, id uint64) error { got = append(got, e.ID); return nil })
+	want := "10,reset 11,12,13"
+	if err != nil || malformed != 1 || strings.Join(got, ",") != want {
+		t.Fatalf("Each = %q, %d malformed, %v; want %q, 1 malformed", got, malformed, err, want)
 	}
 }
 

@@ -59,8 +59,9 @@ type Subscriber struct {
 	reconnects atomic.Uint64
 }
 
-// fillPage is how many history entries one read fetches while filling a gap.
-const fillPage = 500
+// fillPage is how many history entries one read fetches while filling a gap:
+// small, since entries may be large (outbox payloads).
+const fillPage = 64
 
 type chanState struct {
 	refs      int
@@ -354,27 +355,31 @@ func (s *Subscriber) deliver(ctx context.Context, m *redis.Message) error {
 // until it has passed upTo (0: until the history ends). It calls Reset first
 // if the history lacks events right after from.
 func (s *Subscriber) fill(ctx context.Context, name string, from, upTo uint64) error {
-	for {
-		pg, err := s.hist.After(ctx, name, from, fillPage)
-		if err != nil {
-			return err
-		}
-		if at, ok := pg.Reset(from); ok && from != 0 {
+	done := errors.New("filled")
+	malformed, err := s.hist.Each(ctx, name, from, fillPage,
+		func(at uint64) error {
 			n := s.resets.Add(1)
 			s.log.Warn("gap in channel cannot be filled: history no longer holds it",
-				"channel", name, "last", from, "lost_through", at, "resets_total", n)
+				"channel", name, "lost_through", at, "resets_total", n)
 			s.setLast(name, at)
 			s.opts.Reset(name, at)
-		}
-		for _, e := range pg.Events {
-			id, _ := strconv.ParseUint(e.ID, 10, 64)
-			s.emit(name, e, id)
-			from = id
-		}
-		if len(pg.Events) < fillPage || (upTo != 0 && from >= upTo) {
 			return nil
-		}
+		},
+		func(e event.Event, id uint64) error {
+			s.emit(name, e, id)
+			if upTo != 0 && id >= upTo {
+				return done
+			}
+			return nil
+		})
+	if malformed > 0 {
+		n := s.malformed.Add(uint64(malformed))
+		s.log.Warn("skipped malformed entries in the history", "channel", name, "entries", malformed, "skipped_total", n)
 	}
+	if errors.Is(err, done) {
+		return nil
+	}
+	return err
 }
 
 func (s *Subscriber) emit(name string, e event.Event, id uint64) {

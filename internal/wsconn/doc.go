@@ -9,10 +9,11 @@
 // the subscription is live before the 101 response, a client that sees its
 // socket open will receive every message published from then on.
 //
-// Each connection has exactly one goroutine writing messages (the handler's)
-// plus coder/websocket's CloseRead reader, which answers pings and closes, and
-// a pinger. Clients only listen: a data frame from a client closes that client
-// with 1008 (policy violation). A client the hub cut off for being too slow is
+// Each WebSocket has two goroutines: the handler's, the only writer, which
+// also pings the client after EDGE_PING_INTERVAL without a write; and a
+// reader, which answers pings and closes. Clients only listen: a data frame
+// from a client closes that client with 1008 (policy violation). Every close
+// handshake is bounded (closeGrace) by closing the hijacked socket under it. A client the hub cut off for being too slow is
 // closed with 1013 (try again later) and may resume. On Shutdown every client
 // is closed with 1001 (going away), spread over the drain window.
 //

@@ -113,6 +113,7 @@ type Handler struct {
 	log  *slog.Logger
 
 	draining atomic.Bool
+	refusals logLimiter
 	slots    atomic.Int64 // clients subscribed or being subscribed, against MaxConnections
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -482,7 +483,11 @@ func (h *Handler) untrack(c *conn) {
 // refuse answers a request that gets no stream, with a log line and a count.
 // A 503 says when to retry.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, reason, msg string) {
-	h.log.Info("client refused", "status", status, "reason", reason, "msg", msg, "remote", r.RemoteAddr)
+	if n, ok := h.refusals.allow(reason); ok {
+		// At most one line per reason a second, so that a flood of bad
+		// requests cannot flood the logs; the counter counts them all.
+		h.log.Info("client refused", "status", status, "reason", reason, "msg", msg, "remote", r.RemoteAddr, "suppressed", n)
+	}
 	h.opts.Observer.Refused(reason)
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")

@@ -20,10 +20,14 @@ func (h *Handler) Shutdown(ctx context.Context, window time.Duration) error {
 	}
 	h.mu.Unlock()
 
+	// Nobody is closed in the first fifth of the window (at most a second):
+	// load balancers take a moment to see readiness go off, and a client
+	// closed at once would often reconnect to this same edge.
+	first := min(window/5, time.Second)
 	for _, c := range conns {
-		delay := time.Duration(0)
-		if window > 0 {
-			delay = rand.N(window)
+		delay := first
+		if window > first {
+			delay += rand.N(window - first)
 		}
 		time.AfterFunc(delay, c.sendGoAway)
 	}

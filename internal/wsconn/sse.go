@@ -21,7 +21,7 @@ import (
 //	event: message
 //	data: {"channel":"data","id":"17","payload":"green"}
 //
-// (event: reset for a reset frame). The id field is a cursor holding the last
+// (event: reset for a reset frame, event: position for a position frame). The id field is a cursor holding the last
 // id of every channel seen on this stream, so the browser's automatic
 // Last-Event-ID (or a lastEventId query parameter, for a first connect)
 // resumes every channel at once. Comment lines keep the stream alive.
