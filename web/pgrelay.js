@@ -44,13 +44,16 @@ export class PgRelay {
    * @param {number} [options.minDelay=500] first backoff bound, in ms
    * @param {number} [options.maxDelay=10000] largest backoff bound, in ms
    * @param {number} [options.stableAfter=5000] a connection open this long resets the backoff, in ms
+   * @param {string|function(): (string|Promise<string>)} [options.token] a JWT for an edge with
+   *   EDGE_AUTH=jwt, or a function that fetches one; called before every connection, so a
+   *   function gets a fresh token after the edge closed with 4001 (token expired)
    */
-  constructor({ channels, url = 'ws', positions, minDelay = 500, maxDelay = 10000, stableAfter = 5000 } = {}) {
+  constructor({ channels, url = 'ws', positions, minDelay = 500, maxDelay = 10000, stableAfter = 5000, token } = {}) {
     if (!Array.isArray(channels) || !channels.length || !channels.every((c) => typeof c === 'string' && c)) {
       throw new TypeError('PgRelay: channels must be a non-empty array of channel names');
     }
     this.#channels = [...channels];
-    this.#opts = { minDelay, maxDelay, stableAfter };
+    this.#opts = { minDelay, maxDelay, stableAfter, token };
     const u = new URL(url, globalThis.location?.href);
     u.searchParams.delete('channel');
     u.searchParams.delete('since');
@@ -126,12 +129,17 @@ export class PgRelay {
     this.#emit('state', detail);
   }
 
-  #open() {
+  async #open() {
     const url = this.resumeURL();
     let ws;
     try {
-      ws = new WebSocket(url);
-    } catch (err) { // not a ws: URL at all, e.g. a page opened from file:
+      // Browsers cannot set headers on a WebSocket: the token travels as a
+      // subprotocol, next to "pgrelay", which the edge selects.
+      let { token } = this.#opts;
+      if (typeof token === 'function') token = await token();
+      if (this.#state === 'closed') return; // close() was called while fetching
+      ws = token ? new WebSocket(url, ['pgrelay', `bearer.${token}`]) : new WebSocket(url);
+    } catch (err) { // a token that could not be fetched, or not a ws: URL at all (a page from file:)
       console.error('pgrelay: cannot open', url, err);
       this.#retry(url, 1006, String(err.message ?? err), this.#backoff());
       return;
