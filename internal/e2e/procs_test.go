@@ -77,6 +77,7 @@ type osProc struct {
 	*proc
 	t      testing.TB
 	bin    string
+	args   []string // of bin; set by startBinaryArgs
 	env    []string
 	starts int
 
@@ -90,7 +91,15 @@ type osProc struct {
 // Its output is kept and shown if the test fails; it is killed at cleanup.
 func startBinary(t testing.TB, name, bin, addr string, env ...string) *osProc {
 	t.Helper()
-	p := &osProc{proc: &proc{name: name, addr: addr, logs: &logBuf{}}, t: t, bin: bin, env: env}
+	return startBinaryArgs(t, name, bin, nil, addr, env...)
+}
+
+// startBinaryArgs is startBinary with arguments for bin, e.g. to run a
+// binary in a network namespace: bin "ip", args "netns exec NS /path/relay"
+// (ip execs it, so signals reach the binary itself).
+func startBinaryArgs(t testing.TB, name, bin string, args []string, addr string, env ...string) *osProc {
+	t.Helper()
+	p := &osProc{proc: &proc{name: name, addr: addr, logs: &logBuf{}}, t: t, bin: bin, args: args, env: env}
 	t.Cleanup(func() {
 		p.signal(syscall.SIGKILL)
 		if t.Failed() {
@@ -115,7 +124,7 @@ func (p *osProc) start() {
 	}
 	p.starts++
 	fmt.Fprintf(p.logs, "=== start %d of %s at %s\n", p.starts, p.name, time.Now().Format("15:04:05.000"))
-	cmd := exec.Command(p.bin)
+	cmd := exec.Command(p.bin, p.args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "RELAY_") && !strings.HasPrefix(kv, "EDGE_") {
 			cmd.Env = append(cmd.Env, kv)

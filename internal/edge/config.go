@@ -38,6 +38,7 @@ type Config struct {
 	PingInterval     time.Duration `split_words:"true" default:"25s" desc:"how often clients are pinged; one that does not answer within it is dropped"`
 	DrainTimeout     time.Duration `split_words:"true" default:"10s" desc:"on SIGTERM, clients are closed (1001) at random moments within this window"`
 	MetricsChannels  []string      `split_words:"true" desc:"channels that get their own label in /metrics (subscribers per channel); others are not labelled, so clients cannot grow the label set"`
+	PprofAddr        string        `split_words:"true" desc:"address (e.g. 127.0.0.1:6060) serving Go's profiler at /debug/pprof/; empty: off. Keep it private"`
 	LogLevel         string        `split_words:"true" default:"info" desc:"debug, info, warn or error"`
 	LogFormat        string        `split_words:"true" default:"json" desc:"json or text"`
 

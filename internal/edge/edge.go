@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/debug"
 	"github.com/pgrelay/pgrelay/internal/event"
 	"github.com/pgrelay/pgrelay/internal/hub"
 	"github.com/pgrelay/pgrelay/internal/metrics"
@@ -119,6 +120,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	busCtx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBus()
+	if err := debug.Serve(busCtx, cfg.PprofAddr, log); err != nil {
+		return fmt.Errorf("EDGE_PPROF_ADDR: %w", err)
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = bus.Run(busCtx) })
 	wg.Go(func() { watchKeys(busCtx) })

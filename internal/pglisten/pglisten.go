@@ -105,12 +105,14 @@ type Config struct {
 	OnDropped func(n int)
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
-	// LockRetryInterval chooses how a standby waits for the lock. Zero (the
-	// default) waits in pg_advisory_lock: the standby takes over as soon as
-	// PostgreSQL frees the lock, in milliseconds. Positive polls
-	// pg_try_advisory_lock at that interval instead, which bounds a takeover
-	// by the interval; use it where a statement that waits indefinitely is
-	// unwelcome. Either way CanLead is asked again before leading.
+	// LockRetryInterval chooses how a standby waits for the lock. Positive
+	// (the relay's default is 250ms) polls pg_try_advisory_lock at that
+	// interval, which bounds a takeover by the interval. Zero waits in
+	// pg_advisory_lock: the standby takes over as soon as PostgreSQL frees
+	// the lock, in milliseconds, but a statement waiting that long holds a
+	// snapshot, and with it VACUUM's horizon for the whole database, for as
+	// long as the leader lives. Either way CanLead is asked again before
+	// leading.
 	LockRetryInterval time.Duration
 	// PingInterval is how long the leader's connection may stay silent
 	// before it is pinged, to notice a dead connection while idle. Zero means 5s.
@@ -127,9 +129,10 @@ type Config struct {
 
 // Listener runs the connection described by a Config.
 type Listener struct {
-	cfg  Config
-	log  *slog.Logger
-	role Role
+	cfg     Config
+	log     *slog.Logger
+	role    Role
+	reached bool // the current session became a standby or the leader
 }
 
 // New checks cfg and returns a Listener.
@@ -175,13 +178,18 @@ func (l *Listener) Run(ctx context.Context) error {
 	delay := l.cfg.MinBackoff
 	for {
 		start := time.Now()
+		l.reached = false
 		err := l.runOnce(ctx)
 		l.setRole(RoleConnecting)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if time.Since(start) > 2*l.cfg.MaxBackoff {
-			delay = l.cfg.MinBackoff // it had been working: start over
+		if l.reached || time.Since(start) > 2*l.cfg.MaxBackoff {
+			// It had been working (a standby or the leader): start over, so
+			// that a server restart costs the shortest delay however
+			// recently the last one was. A session that never got that far
+			// (PostgreSQL down, CanLead refusing) keeps backing off.
+			delay = l.cfg.MinBackoff
 		}
 		l.log.Warn("postgres session ended; reconnecting", "err", err, "retry_in", delay.Round(time.Millisecond))
 		select {
@@ -356,6 +364,9 @@ func discardReceived(conn *pgx.Conn) int {
 }
 
 func (l *Listener) setRole(r Role) {
+	if r != RoleConnecting {
+		l.reached = true
+	}
 	if r == l.role {
 		return
 	}

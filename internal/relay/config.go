@@ -31,7 +31,7 @@ type Config struct {
 	HistorySize          int           `split_words:"true" default:"1000" desc:"recent messages kept per channel in Redis, for clients that resume and edges that heal a gap"`
 	HistoryTTL           time.Duration `split_words:"true" default:"24h" desc:"a channel's history is dropped after this long without a message; negative keeps it. Also how long a published outbox row is remembered, so a new leader does not publish it twice (24h when negative)"`
 	HTTPAddr             string        `split_words:"true" default:":8081" desc:"address serving /healthz, /readyz and /metrics"`
-	LockRetryInterval    time.Duration `split_words:"true" default:"0s" desc:"0: a standby waits in pg_advisory_lock and takes over the moment the leader's session ends; positive: it polls pg_try_advisory_lock this often instead, and a takeover waits up to this long"`
+	LockRetryInterval    time.Duration `split_words:"true" default:"250ms" desc:"how often a standby polls pg_try_advisory_lock: a takeover waits up to this long. 0 waits in pg_advisory_lock instead and takes over at once, but a session waiting in a lock holds back VACUUM's horizon for the database as long as the leader lives"`
 	PingInterval         time.Duration `split_words:"true" default:"5s" desc:"idle time after which the leader pings PostgreSQL to check its connection (with outbox, each poll checks it instead)"`
 	PingTimeout          time.Duration `split_words:"true" default:"3s" desc:"a ping (or lock attempt, or LISTEN) unanswered this long drops the connection: a leader notices a dead one within RELAY_PING_INTERVAL + RELAY_PING_TIMEOUT"`
 	TCPKeepaliveIdle     time.Duration `split_words:"true" default:"5s" desc:"TCP keepalive on the PostgreSQL connection, set on both ends (tcp_keepalives_idle on the server unless the URL sets it): idle time before the first probe; 0 leaves the default"`
@@ -39,6 +39,7 @@ type Config struct {
 	TCPKeepaliveCount    int           `split_words:"true" default:"3" desc:"unanswered probes before the connection is dropped, both ends (tcp_keepalives_count; on Linux RELAY_TCP_USER_TIMEOUT replaces it when set); 0 leaves the default"`
 	TCPUserTimeout       time.Duration `split_words:"true" default:"10s" desc:"data or probes unacknowledged this long drop the connection, both ends (tcp_user_timeout): with the keepalives, bounds how long PostgreSQL keeps the lock of a leader that vanished without closing its connection; 0 leaves the default"`
 	PublishTimeout       time.Duration `split_words:"true" default:"5s" desc:"bound on one publish to Redis, and on each outbox query; on failure the leader steps down and reconnects"`
+	PprofAddr            string        `split_words:"true" desc:"address (e.g. 127.0.0.1:6060) serving Go's profiler at /debug/pprof/; empty: off. Keep it private"`
 	LogLevel             string        `split_words:"true" default:"info" desc:"debug, info, warn or error"`
 	LogFormat            string        `split_words:"true" default:"json" desc:"json or text"`
 
@@ -62,6 +63,7 @@ func DefaultConfig() Config {
 		HistorySize:          1000,
 		HistoryTTL:           24 * time.Hour,
 		HTTPAddr:             ":8081",
+		LockRetryInterval:    250 * time.Millisecond,
 		PingInterval:         5 * time.Second,
 		PingTimeout:          3 * time.Second,
 		TCPKeepaliveIdle:     5 * time.Second,

@@ -25,6 +25,12 @@ func TestValidateNamesTheVariable(t *testing.T) {
 		{"zero max payload", func(c *Config) { c.MaxPayload = 0 }, "RELAY_MAX_PAYLOAD"},
 		{"max payload over 64 MiB", func(c *Config) { c.Source = SourceOutbox; c.MaxPayload = 64<<20 + 1 }, "RELAY_MAX_PAYLOAD"},
 		{"no channels with notify", func(c *Config) { c.Channels = nil }, "RELAY_CHANNELS"},
+		{"negative lock retry", func(c *Config) { c.LockRetryInterval = -time.Second }, "RELAY_LOCK_RETRY_INTERVAL"},
+		{"zero ping timeout", func(c *Config) { c.PingTimeout = 0 }, "RELAY_PING_TIMEOUT"},
+		{"sub-second keepalive idle", func(c *Config) { c.TCPKeepaliveIdle = 500 * time.Millisecond }, "RELAY_TCP_KEEPALIVE_IDLE"},
+		{"sub-second keepalive interval", func(c *Config) { c.TCPKeepaliveInterval = time.Millisecond }, "RELAY_TCP_KEEPALIVE_INTERVAL"},
+		{"negative keepalive count", func(c *Config) { c.TCPKeepaliveCount = -1 }, "RELAY_TCP_KEEPALIVE_COUNT"},
+		{"sub-millisecond user timeout", func(c *Config) { c.TCPUserTimeout = time.Microsecond }, "RELAY_TCP_USER_TIMEOUT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
@@ -46,6 +52,10 @@ func TestValidateAccepts(t *testing.T) {
 	}{
 		{"defaults", func(*Config) {}},
 		{"outbox defaults", func(c *Config) { c.Source = SourceOutbox }},
+		{"polling standby", func(c *Config) { c.LockRetryInterval = 250 * time.Millisecond }},
+		{"system TCP defaults", func(c *Config) {
+			c.TCPKeepaliveIdle, c.TCPKeepaliveInterval, c.TCPKeepaliveCount, c.TCPUserTimeout = 0, 0, 0, 0
+		}},
 		// Channels are ignored with the outbox source: they come from the rows.
 		{"outbox ignores channels", func(c *Config) { c.Source = SourceOutbox; c.Channels = []string{strings.Repeat("x", 64)} }},
 		{"schema-qualified table", func(c *Config) { c.Source = SourceOutbox; c.OutboxTable = "app.Outbox_1" }},

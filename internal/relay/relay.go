@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgrelay/pgrelay/internal/debug"
 	"github.com/pgrelay/pgrelay/internal/metrics"
 	"github.com/pgrelay/pgrelay/internal/outbox"
 	"github.com/pgrelay/pgrelay/internal/pglisten"
@@ -125,6 +126,9 @@ func Run(ctx context.Context, cfg Config) error {
 		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 			return fmt.Errorf("RELAY_HTTP_ADDR: %w", err)
 		}
+	}
+	if err := debug.Serve(ctx, cfg.PprofAddr, log); err != nil {
+		return fmt.Errorf("RELAY_PPROF_ADDR: %w", err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
