@@ -42,7 +42,7 @@ func TestSlowClientIsCutAlone(t *testing.T) {
 	}
 
 	waitReadyz(t, e, "ready, 1 clients")
-	if !strings.Contains(e.logs.String(), "slow client kicked") {
+	if !strings.Contains(e.logs.String(), "slow client cut off") {
 		t.Error("edge did not log the kick")
 	}
 	if v := metricValue(t, e, "pgrelay_edge_slow_clients_total"); v != 1 {

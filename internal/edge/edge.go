@@ -44,9 +44,6 @@ func Run(ctx context.Context, cfg Config) error {
 	h := hub.New(hub.Options{
 		QueueSize:  cfg.QueueSize,
 		QueueBytes: cfg.QueueBytes,
-		OnKick: func(s *hub.Subscriber) {
-			log.Warn("slow client kicked", "channels", s.Channels(), "queue", s.QueueLen())
-		},
 	})
 	bus := redisbus.NewSubscriber(rdb, redisbus.SubscriberOptions{
 		Prefix: cfg.Prefix,

@@ -251,7 +251,14 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 	defer h.untrack(c)
 
 	h.opts.Observer.Connected("ws")
-	h.opts.Observer.Disconnected("ws", h.serve(ws, c, sub, start, since, expires))
+	reason := h.serve(ws, c, sub, start, since, expires)
+	h.opts.Observer.Disconnected("ws", reason)
+	if reason == "slow" {
+		if n, ok := h.refusals.allow("slow"); ok {
+			h.log.Warn("slow client cut off", "remote", r.RemoteAddr, "channels", chans,
+				"queued", sub.QueueLen(), "suppressed", n)
+		}
+	}
 }
 
 // subscribe authorizes and subscribes a client, or answers the request
