@@ -194,6 +194,16 @@ func TestBadSocketRequestsGet400(t *testing.T) {
 			}
 		})
 	}
+	t.Run("plain GET", func(t *testing.T) {
+		resp, err := http.Get(e.url("/ws?channel=a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUpgradeRequired {
+			t.Fatalf("got %d, want 426", resp.StatusCode)
+		}
+	})
 	// The longest legal name is accepted.
 	c := dial(t, e, strings.Repeat("y", event.MaxChannelLen))
 	c.ws.CloseNow()

@@ -97,7 +97,12 @@ func TestEdgeWaitsOutUnreachableRedis(t *testing.T) {
 	waitRetries(t, e, "redis subscription lost", 4)
 	expectNotReady(t, e, "redis subscription down")
 
-	resp, err := http.Get(e.url("/ws?channel=data"))
+	req, _ := http.NewRequest("GET", e.url("/ws?channel=data"), nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

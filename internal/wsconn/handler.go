@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -221,6 +222,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string, since map[string]uint64) {
+	// A plain GET would be refused by Accept anyway, but only after it cost
+	// a subscription in Redis.
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		w.Header().Set("Upgrade", "websocket")
+		h.refuse(w, r, http.StatusUpgradeRequired, "bad_request", "WebSocket upgrade required (or use /events)")
+		return
+	}
 	sub, expires, ok := h.subscribe(w, r, chans)
 	if !ok {
 		return
