@@ -1,0 +1,602 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// env is what a run talks to besides the edges: swapped in tests.
+type env struct {
+	// dialNotifier opens one sending connection.
+	dialNotifier func(ctx context.Context) (notifier, error)
+	// progress receives a line now and then; nil for none.
+	progress io.Writer
+}
+
+// bench is one run's state.
+type bench struct {
+	cfg   Config
+	env   env
+	run   string // tag of this run's payloads
+	lat   *shardedHist
+	probe *serverProbe
+
+	clients  []*client // connected ones; nil where the dial failed
+	reactors *reactors // nil: each reader has its goroutine
+	readers  sync.WaitGroup
+	dialErr  map[string]int
+	connect  hist
+}
+
+// Run carries out one benchmark and returns its results.
+func Run(ctx context.Context, cfg Config, e env) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	b := &bench{
+		cfg:     cfg,
+		env:     e,
+		run:     randomHex(4),
+		lat:     newShardedHist(16),
+		dialErr: map[string]int{},
+		probe:   &serverProbe{pids: cfg.EdgePIDs, http: &http.Client{}},
+	}
+	if cfg.Metrics {
+		for _, u := range cfg.Edges {
+			b.probe.metrics = append(b.probe.metrics, metricsURL(u))
+		}
+	}
+	return b.do(ctx)
+}
+
+func (b *bench) logf(format string, args ...any) {
+	if b.env.progress != nil {
+		fmt.Fprintf(b.env.progress, "bench: "+format+"\n", args...)
+	}
+}
+
+func (b *bench) do(ctx context.Context) (*Result, error) {
+	cfg := b.cfg
+	res := &Result{Machine: machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), Kernel: kernel(), LoadAvg1: loadAvg()}}
+	res.Config = configOf(cfg)
+	defer func() { res.Machine.LoadEnd = loadAvg() }()
+
+	// Senders first: a wrong -db fails before any connection is opened.
+	senders := cfg.Senders
+	if senders == 0 {
+		senders = min(16, int(cfg.Rate/1000)+1)
+	}
+	res.Config.Senders = senders
+	ns := make([]notifier, 0, senders)
+	defer func() {
+		for _, n := range ns {
+			n.Close()
+		}
+	}()
+	for range senders {
+		n, err := b.env.dialNotifier(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("-db: connect: %w", err)
+		}
+		ns = append(ns, n)
+	}
+
+	var (
+		pgl     *pgListener
+		stopPGL = func() {}
+	)
+	if cfg.PGListen {
+		var err error
+		if pgl, err = listenPG(ctx, cfg.DatabaseURL, cfg.Channel, b.run); err != nil {
+			return nil, fmt.Errorf("-pg-listen: %w", err)
+		}
+		lctx, stop := context.WithCancel(ctx)
+		go pgl.read(lctx)
+		var once sync.Once
+		stopPGL = func() { once.Do(func() { stop(); <-pgl.done; pgl.close() }) }
+		defer stopPGL()
+	}
+
+	if err := b.checkPath(ctx, ns[0]); err != nil {
+		return nil, err
+	}
+
+	s0 := b.probe.sample(ctx)
+	b.logf("opening %d connections to %d edge(s)", cfg.Clients, len(cfg.Edges))
+	t0 := time.Now()
+	b.connectAll(ctx)
+	res.Clients.ConnectSeconds = time.Since(t0).Seconds()
+	defer b.closeAll()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	readers, slow := b.count()
+	res.Clients.Requested, res.Clients.Connected = cfg.Clients, readers+slow
+	res.Clients.Readers, res.Clients.Slow = readers, slow
+	res.Clients.Failed = cfg.Clients - readers - slow
+	res.Clients.Errors = b.dialErr
+	res.Clients.ConnectMS = quantilesMS(&b.connect)
+	b.logf("connected %d of %d in %.1fs", readers+slow, cfg.Clients, res.Clients.ConnectSeconds)
+	if readers == 0 {
+		return res, fmt.Errorf("no reading client connected; first errors: %v", b.dialErr)
+	}
+	s1 := b.probe.sample(ctx)
+
+	sleepCtx(ctx, cfg.Settle)
+	s2 := b.probe.sample(ctx)
+
+	// Every reader sees a warm-up message before the window opens: all
+	// are subscribed end to end, and each knows the channel's last id.
+	synced := b.sync(ctx, ns[0], 1, 10*time.Second+time.Duration(readers)*time.Millisecond)
+	if synced < readers {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%d of %d readers did not receive the warm-up notification", readers-synced, readers))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	s3 := b.probe.sample(ctx)
+	stopProfile, err := startProfile(cfg.CPUProfile)
+	if err != nil {
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	cpu3 := ownCPU()
+	b.logf("sending %d notifications at %g/s (%d sender(s))", cfg.Count, cfg.Rate, senders)
+	sr := send(ctx, ns, sendPlan{Channel: cfg.Channel, Run: b.run, Count: cfg.Count, Rate: cfg.Rate, Size: cfg.Payload})
+	if sr.Err != nil {
+		res.Warnings = append(res.Warnings, "sending stopped: "+sr.Err.Error())
+	}
+	end := b.waitDelivered(ctx, sr.Sent, readers)
+	cpu4 := ownCPU()
+	stopProfile()
+	s4 := b.probe.sample(ctx)
+	window := end.Sub(sr.Start)
+
+	if slow > 0 {
+		res.Slow = b.drainSlow()
+	}
+	b.stopReading()
+	b.tally(res, sr, readers, window)
+	if pgl != nil {
+		stopPGL()
+		res.PGListen = &listenJSON{Received: pgl.frames.Load(), Latency: latencyOf(&pgl.lat)}
+		if d := pgl.last.Sub(pgl.first); d > 0 {
+			res.PGListen.Rate = float64(pgl.frames.Load()-1) / d.Seconds()
+		}
+	}
+	b.serverFigures(res, []serverSample{s0, s1, s2, s3, s4})
+	if s3.HaveMetrics && s4.HaveMetrics {
+		res.Edge.SlowKicked = s4.SlowKicked - s3.SlowKicked
+		if res.Slow != nil {
+			res.Slow.EdgeSlowKicked = res.Edge.SlowKicked
+		}
+	}
+	own := (cpu4 - cpu3).Seconds()
+	res.Bench = benchJSON{CPUSeconds: own, CPUUtil: own / window.Seconds()}
+	if d := res.Messages.DeliveredFrames; d > 0 {
+		res.Bench.CPUPerDeliveryUS = own / float64(d) * 1e6
+	}
+	return res, nil
+}
+
+// checkPath sends a warm-up notification through one client per edge and
+// fails if it does not arrive: no relay, the wrong channel or prefix.
+func (b *bench) checkPath(ctx context.Context, n notifier) error {
+	var probes []*client
+	defer func() {
+		for _, c := range probes {
+			c.conn.Close()
+		}
+	}()
+	for i, u := range b.cfg.Edges {
+		c := newClient(-1, false, 0, b.run, &hist{})
+		conn, err := dialWS(ctx, b.wsURL(u), b.dialOptions(i, false))
+		if err != nil {
+			return fmt.Errorf("-edges: %s: %w", u.Redacted(), err)
+		}
+		c.conn = conn
+		go c.read()
+		probes = append(probes, c)
+	}
+	var pending []string
+	buf := appendPayload(nil, b.run, "w0", time.Now().UnixNano(), b.cfg.Payload)
+	if err := n.Notify(ctx, b.cfg.Channel, string(buf)); err != nil {
+		return fmt.Errorf("-db: pg_notify: %w", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pending = pending[:0]
+		for i, c := range probes {
+			if c.warm.Load() < 0 {
+				pending = append(pending, b.cfg.Edges[i].Redacted())
+			}
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("a notification on channel %q did not reach %v within 5s: is a relay leading, listening on it (RELAY_CHANNELS) and sharing the edges' prefix (RELAY_PREFIX, EDGE_PREFIX)?", b.cfg.Channel, pending)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// wsURL is an edge's /ws URL for the channel.
+func (b *bench) wsURL(base *url.URL) *url.URL {
+	u := *base
+	u.RawQuery = url.Values{"channel": {b.cfg.Channel}}.Encode()
+	return &u
+}
+
+// dialOptions are client i's: its source address, and a small receive
+// buffer if it is slow.
+func (b *bench) dialOptions(i int, slow bool) dialOptions {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	var controls []func(network, address string, c syscall.RawConn) error
+	if b.cfg.Sources > 0 {
+		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%b.cfg.Sources))}
+		controls = append(controls, sourceControl)
+	}
+	if slow {
+		controls = append(controls, smallRcvBuf)
+	}
+	if len(controls) > 0 {
+		d.Control = func(network, address string, c syscall.RawConn) error {
+			for _, f := range controls {
+				if err := f(network, address, c); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	o := dialOptions{Dialer: d}
+	if b.cfg.Token != "" {
+		o.Header = http.Header{"Authorization": {"Bearer " + b.cfg.Token}}
+	}
+	return o
+}
+
+// isSlow spreads the slow clients evenly: client i is slow when the
+// running share of slow clients first reaches a new whole number.
+func isSlow(i int, fraction float64) bool {
+	return int(float64(i+1)*fraction) > int(float64(i)*fraction)
+}
+
+// connectAll opens the clients at the ramp rate, 64 handshakes at most in
+// flight, and starts each reader as soon as it is connected.
+func (b *bench) connectAll(ctx context.Context) {
+	cfg := b.cfg
+	b.clients = make([]*client, cfg.Clients)
+	if r, err := newReactors(runtime.GOMAXPROCS(0), cfg.Clients); err == nil {
+		b.reactors = r
+	} else if r != nil || err != errNoReactor {
+		b.logf("epoll: %v; reading with a goroutine per connection", err)
+	}
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	start := time.Now()
+	for i := range cfg.Clients {
+		if ctx.Err() != nil {
+			break
+		}
+		if cfg.Ramp > 0 {
+			due := start.Add(time.Duration(float64(i) / cfg.Ramp * float64(time.Second)))
+			if d := time.Until(due); d > 0 {
+				sleepCtx(ctx, d)
+			}
+		}
+		sem <- struct{}{}
+		slow := isSlow(i, cfg.SlowFraction)
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c := newClient(i, slow, cfg.Count, b.run, b.lat.shard(i))
+			dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			defer cancel()
+			t := time.Now()
+			conn, err := dialWS(dctx, b.wsURL(cfg.Edges[i%len(cfg.Edges)]), b.dialOptions(i, slow))
+			if err != nil {
+				mu.Lock()
+				b.dialErr[dialErrorKey(err)]++
+				mu.Unlock()
+				return
+			}
+			b.connect.Record(time.Since(t))
+			c.conn = conn
+			b.clients[i] = c
+			if slow {
+				return
+			}
+			if b.reactors != nil {
+				attached, err := b.reactors.attach(c)
+				if err != nil {
+					mu.Lock()
+					b.dialErr["attach: "+err.Error()]++
+					b.clients[i] = nil
+					mu.Unlock()
+					conn.Close()
+					return
+				}
+				if attached {
+					return
+				}
+			}
+			b.readers.Go(c.read)
+		})
+		if i > 0 && i%5000 == 0 {
+			b.logf("%d connections opened", i)
+		}
+	}
+	wg.Wait()
+}
+
+// dialErrorKey groups dial errors: the same cause on thousands of
+// connections reads as one line with a count.
+func dialErrorKey(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op.Op + ": " + op.Err.Error()
+	}
+	return err.Error()
+}
+
+func (b *bench) count() (readers, slow int) {
+	for _, c := range b.clients {
+		switch {
+		case c == nil:
+		case c.slow:
+			slow++
+		default:
+			readers++
+		}
+	}
+	return readers, slow
+}
+
+// sync sends warm-up notification w and waits until every reader has it,
+// or for limit; it returns how many have.
+func (b *bench) sync(ctx context.Context, n notifier, w int, limit time.Duration) int {
+	buf := appendPayload(nil, b.run, fmt.Sprintf("w%d", w), time.Now().UnixNano(), b.cfg.Payload)
+	if err := n.Notify(ctx, b.cfg.Channel, string(buf)); err != nil {
+		b.logf("warm-up notification: %v", err)
+		return 0
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		got := 0
+		for _, c := range b.clients {
+			if c != nil && !c.slow && c.warm.Load() >= int64(w) {
+				got++
+			}
+		}
+		readers, _ := b.count()
+		if got == readers || time.Now().After(deadline) || ctx.Err() != nil {
+			return got
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitDelivered waits until every reader has every notification sent, or
+// until -wait has passed since sending ended, and returns when it stopped.
+func (b *bench) waitDelivered(ctx context.Context, sent uint64, readers int) time.Time {
+	want := sent * uint64(readers)
+	deadline := time.Now().Add(b.cfg.Wait)
+	for {
+		var got uint64
+		for _, c := range b.clients {
+			if c != nil && !c.slow {
+				got += c.unique.Load()
+			}
+		}
+		now := time.Now()
+		if got >= want || now.After(deadline) || ctx.Err() != nil {
+			if got < want {
+				b.logf("%d of %d deliveries after waiting %s", got, want, b.cfg.Wait)
+			}
+			return now
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// drainSlow reads what the slow clients have waiting and counts those the
+// edge cut off.
+func (b *bench) drainSlow() *slowJSON {
+	out := &slowJSON{}
+	deadline := time.Now().Add(5 * time.Second)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, c := range b.clients {
+		if c == nil || !c.slow {
+			continue
+		}
+		out.Clients++
+		wg.Go(func() {
+			cut := c.drain(deadline)
+			mu.Lock()
+			defer mu.Unlock()
+			out.Frames += c.frames
+			if cut {
+				out.CutOff++
+				var ce *CloseError
+				if errors.As(c.err, &ce) {
+					if out.CloseCodes == nil {
+						out.CloseCodes = map[string]int{}
+					}
+					out.CloseCodes[fmt.Sprint(ce.Code)]++
+				}
+			} else {
+				out.StillConnected++
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// stopReading stops the readers, so that their counts can be read.
+func (b *bench) stopReading() {
+	if b.reactors != nil {
+		b.reactors.close()
+		b.reactors = nil
+	}
+	for _, c := range b.clients {
+		if c != nil && !c.slow {
+			c.conn.Close() // ends a reader goroutine (TLS, or no epoll)
+		}
+	}
+	b.readers.Wait()
+}
+
+// closeAll closes every connection and waits for the readers.
+func (b *bench) closeAll() {
+	b.stopReading()
+	for _, c := range b.clients {
+		if c != nil {
+			c.conn.Close()
+		}
+	}
+	b.readers.Wait()
+}
+
+// tally adds up the readers' counts.
+func (b *bench) tally(res *Result, sr sendResult, readers int, window time.Duration) {
+	m := &res.Messages
+	m.Sent = sr.Sent
+	if sr.Err != nil {
+		m.SendError = sr.Err.Error()
+	}
+	m.SendSeconds = sr.End.Sub(sr.Start).Seconds()
+	m.SendRate = sr.Achieved
+	m.SendMaxLateMS = ms(sr.MaxLate)
+	m.NotifyExecMS = quantilesMS(sr.Exec)
+	m.Expected = sr.Sent * uint64(readers)
+	complete := 0
+	for _, c := range b.clients {
+		if c == nil || c.slow {
+			continue
+		}
+		u := c.unique.Load()
+		m.Delivered += u
+		m.DeliveredFrames += c.frames
+		m.Duplicates += c.duplicates
+		m.OutOfOrder += c.outOfOrder
+		m.Gaps += c.gaps
+		m.Resets += c.resets
+		m.Foreign += c.foreign
+		m.Malformed += c.malformed
+		if u == sr.Sent {
+			complete++
+		}
+		if c.err != nil && !errors.Is(c.err, net.ErrClosed) {
+			m.ReadersCut++
+			key := c.err.Error()
+			var ce *CloseError
+			if errors.As(c.err, &ce) {
+				key = fmt.Sprintf("close %d", ce.Code)
+			}
+			if m.ReadersCutWhy == nil {
+				m.ReadersCutWhy = map[string]int{}
+			}
+			m.ReadersCutWhy[key]++
+		}
+	}
+	m.ReadersComplete = complete
+	m.Missing = m.Expected - m.Delivered
+	if m.Expected > 0 {
+		m.DeliveredRatio = float64(m.Delivered) / float64(m.Expected)
+	}
+	m.WindowSeconds = window.Seconds()
+	if window > 0 {
+		m.DeliveriesPerSecond = float64(m.Delivered) / window.Seconds()
+	}
+	res.Latency = latencyOf(b.lat.merged())
+}
+
+// serverFigures turns the edge samples (before connecting, connected,
+// idle, window start, window end) into per-connection and per-delivery
+// figures.
+func (b *bench) serverFigures(res *Result, s []serverSample) {
+	before, conn, idle, w0, w1 := s[0], s[1], s[2], s[3], s[4]
+	e := &res.Edge
+	for _, x := range s {
+		e.Errors = append(e.Errors, x.Errs...)
+	}
+	e.Errors = dedupe(e.Errors)
+	switch {
+	case len(b.cfg.EdgePIDs) > 0:
+		e.Source = "proc"
+	case b.cfg.Metrics:
+		e.Source = "metrics"
+	default:
+		e.Source = "none"
+	}
+	n := float64(res.Clients.Connected)
+	if before.HaveRSS && conn.HaveRSS && idle.HaveRSS && w1.HaveRSS && n > 0 {
+		e.RSSBefore, e.RSSConnected, e.RSSIdle, e.RSSEnd = before.RSS, conn.RSS, idle.RSS, w1.RSS
+		e.RSSPerConnConnect = (conn.RSS - before.RSS) / n
+		e.RSSPerConnIdle = (idle.RSS - before.RSS) / n
+		e.RSSPerConnEnd = (w1.RSS - before.RSS) / n
+	}
+	if before.HaveMetrics && idle.HaveMetrics && n > 0 {
+		e.HeapPerConnIdle = (idle.HeapInuse - before.HeapInuse) / n
+		e.StackPerConnIdle = (idle.StackInuse - before.StackInuse) / n
+		e.GoroutinesPerConn = (idle.Goroutines - before.Goroutines) / n
+		e.ClientsGauge = conn.Clients
+	}
+	if w0.HaveCPU && w1.HaveCPU {
+		e.CPUSeconds = w1.CPU - w0.CPU
+		if ws := res.Messages.WindowSeconds; ws > 0 {
+			e.CPUUtil = e.CPUSeconds / ws
+		}
+		deliveries, src := float64(res.Messages.DeliveredFrames), "clients"
+		if w0.HaveMetrics && w1.HaveMetrics {
+			deliveries, src = w1.Delivered-w0.Delivered, "metrics"
+		}
+		e.Deliveries, e.DeliveriesSource = deliveries, src
+		if deliveries > 0 {
+			e.CPUPerDeliveryUS = e.CPUSeconds / deliveries * 1e6
+		}
+	}
+}
+
+// startProfile starts a CPU profile into path, if set; the func stops it.
+func startProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+func dedupe(s []string) []string {
+	sort.Strings(s)
+	out := s[:0]
+	for i, x := range s {
+		if i == 0 || x != s[i-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
