@@ -32,11 +32,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgrelay/pgrelay/internal/backoff"
 )
 
 // Role is what a Listener is doing.
@@ -195,9 +195,9 @@ func (l *Listener) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(jitter(delay)):
+		case <-time.After(backoff.Jitter(delay)):
 		}
-		delay = min(2*delay, l.cfg.MaxBackoff)
+		delay = backoff.Next(delay, l.cfg.MaxBackoff)
 	}
 }
 
@@ -375,9 +375,4 @@ func (l *Listener) setRole(r Role) {
 	if l.cfg.OnRole != nil {
 		l.cfg.OnRole(r)
 	}
-}
-
-// jitter spreads d over [d/2, d) so that relays do not retry in step.
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/backoff"
 	"github.com/pgrelay/pgrelay/internal/event"
 	"github.com/redis/go-redis/v9"
 )
@@ -201,9 +201,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(jitter(delay)):
+		case <-time.After(backoff.Jitter(delay)):
 		}
-		delay = min(2*delay, s.opts.MaxBackoff)
+		delay = backoff.Next(delay, s.opts.MaxBackoff)
 	}
 }
 
@@ -411,9 +411,4 @@ func (s *Subscriber) setLast(name string, id uint64) {
 	if st := s.chans[name]; st != nil {
 		st.last = id
 	}
-}
-
-// jitter spreads d over [d/2, d) so that many edges do not retry in step.
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
 }
