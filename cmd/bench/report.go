@@ -201,7 +201,10 @@ func writeTable(w io.Writer, r *Result) error {
 		for _, k := range sortedKeys(s.CloseCodes) {
 			codes += fmt.Sprintf(" %s×%d", k, s.CloseCodes[k])
 		}
-		row("slow clients", "%d never read: %d cut off by the edge (close codes:%s), %d still connected, %d frames were waiting; edge counted %.0f",
+		if codes != "" {
+			codes = " (close codes:" + codes + ")"
+		}
+		row("slow clients", "%d never read: %d cut off by the edge%s, %d still connected, %d frames were waiting; edge counted %.0f",
 			s.Clients, s.CutOff, codes, s.StillConnected, s.Frames, s.EdgeSlowKicked)
 	}
 	if e.RSSBefore > 0 {

@@ -5,15 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"sort"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -233,139 +229,6 @@ func (b *bench) checkPath(ctx context.Context, n notifier) error {
 	}
 }
 
-// wsURL is an edge's /ws URL for the channel.
-func (b *bench) wsURL(base *url.URL) *url.URL {
-	u := *base
-	u.RawQuery = url.Values{"channel": {b.cfg.Channel}}.Encode()
-	return &u
-}
-
-// dialOptions are client i's: its source address, and a small receive
-// buffer if it is slow.
-func (b *bench) dialOptions(i int, slow bool) dialOptions {
-	d := &net.Dialer{Timeout: 10 * time.Second}
-	var controls []func(network, address string, c syscall.RawConn) error
-	if b.cfg.Sources > 0 {
-		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%b.cfg.Sources))}
-		controls = append(controls, sourceControl)
-	}
-	if slow {
-		controls = append(controls, smallRcvBuf)
-	}
-	if len(controls) > 0 {
-		d.Control = func(network, address string, c syscall.RawConn) error {
-			for _, f := range controls {
-				if err := f(network, address, c); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-	}
-	o := dialOptions{Dialer: d}
-	if b.cfg.Token != "" {
-		o.Header = http.Header{"Authorization": {"Bearer " + b.cfg.Token}}
-	}
-	return o
-}
-
-// isSlow spreads the slow clients evenly: client i is slow when the
-// running share of slow clients first reaches a new whole number.
-func isSlow(i int, fraction float64) bool {
-	return int(float64(i+1)*fraction) > int(float64(i)*fraction)
-}
-
-// connectAll opens the clients at the ramp rate, 64 handshakes at most in
-// flight, and starts each reader as soon as it is connected.
-func (b *bench) connectAll(ctx context.Context) {
-	cfg := b.cfg
-	b.clients = make([]*client, cfg.Clients)
-	if r, err := newReactors(runtime.GOMAXPROCS(0), cfg.Clients); err == nil {
-		b.reactors = r
-	} else if r != nil || err != errNoReactor {
-		b.logf("epoll: %v; reading with a goroutine per connection", err)
-	}
-	sem := make(chan struct{}, 64)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	start := time.Now()
-	for i := range cfg.Clients {
-		if ctx.Err() != nil {
-			break
-		}
-		if cfg.Ramp > 0 {
-			due := start.Add(time.Duration(float64(i) / cfg.Ramp * float64(time.Second)))
-			if d := time.Until(due); d > 0 {
-				sleepCtx(ctx, d)
-			}
-		}
-		sem <- struct{}{}
-		slow := isSlow(i, cfg.SlowFraction)
-		wg.Go(func() {
-			defer func() { <-sem }()
-			c := newClient(i, slow, cfg.Count, b.run, b.lat.shard(i))
-			dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			defer cancel()
-			t := time.Now()
-			conn, err := dialWS(dctx, b.wsURL(cfg.Edges[i%len(cfg.Edges)]), b.dialOptions(i, slow))
-			if err != nil {
-				mu.Lock()
-				b.dialErr[dialErrorKey(err)]++
-				mu.Unlock()
-				return
-			}
-			b.connect.Record(time.Since(t))
-			c.conn = conn
-			b.clients[i] = c
-			if slow {
-				return
-			}
-			if b.reactors != nil {
-				attached, err := b.reactors.attach(c)
-				if err != nil {
-					mu.Lock()
-					b.dialErr["attach: "+err.Error()]++
-					b.clients[i] = nil
-					mu.Unlock()
-					conn.Close()
-					return
-				}
-				if attached {
-					return
-				}
-			}
-			b.readers.Go(c.read)
-		})
-		if i > 0 && i%5000 == 0 {
-			b.logf("%d connections opened", i)
-		}
-	}
-	wg.Wait()
-}
-
-// dialErrorKey groups dial errors: the same cause on thousands of
-// connections reads as one line with a count.
-func dialErrorKey(err error) string {
-	var op *net.OpError
-	if errors.As(err, &op) {
-		return op.Op + ": " + op.Err.Error()
-	}
-	return err.Error()
-}
-
-func (b *bench) count() (readers, slow int) {
-	for _, c := range b.clients {
-		switch {
-		case c == nil:
-		case c.slow:
-			slow++
-		default:
-			readers++
-		}
-	}
-	return readers, slow
-}
-
 // sync sends warm-up notification w and waits until every reader has it,
 // or for limit; it returns how many have.
 func (b *bench) sync(ctx context.Context, n notifier, w int, limit time.Duration) int {
@@ -473,107 +336,6 @@ func (b *bench) closeAll() {
 	b.readers.Wait()
 }
 
-// tally adds up the readers' counts.
-func (b *bench) tally(res *Result, sr sendResult, readers int, window time.Duration) {
-	m := &res.Messages
-	m.Sent = sr.Sent
-	if sr.Err != nil {
-		m.SendError = sr.Err.Error()
-	}
-	m.SendSeconds = sr.End.Sub(sr.Start).Seconds()
-	m.SendRate = sr.Achieved
-	m.SendMaxLateMS = ms(sr.MaxLate)
-	m.NotifyExecMS = quantilesMS(sr.Exec)
-	m.Expected = sr.Sent * uint64(readers)
-	complete := 0
-	for _, c := range b.clients {
-		if c == nil || c.slow {
-			continue
-		}
-		u := c.unique.Load()
-		m.Delivered += u
-		m.DeliveredFrames += c.frames
-		m.Duplicates += c.duplicates
-		m.OutOfOrder += c.outOfOrder
-		m.Gaps += c.gaps
-		m.Resets += c.resets
-		m.Foreign += c.foreign
-		m.Malformed += c.malformed
-		if u == sr.Sent {
-			complete++
-		}
-		if c.err != nil && !errors.Is(c.err, net.ErrClosed) {
-			m.ReadersCut++
-			key := c.err.Error()
-			var ce *CloseError
-			if errors.As(c.err, &ce) {
-				key = fmt.Sprintf("close %d", ce.Code)
-			}
-			if m.ReadersCutWhy == nil {
-				m.ReadersCutWhy = map[string]int{}
-			}
-			m.ReadersCutWhy[key]++
-		}
-	}
-	m.ReadersComplete = complete
-	m.Missing = m.Expected - m.Delivered
-	if m.Expected > 0 {
-		m.DeliveredRatio = float64(m.Delivered) / float64(m.Expected)
-	}
-	m.WindowSeconds = window.Seconds()
-	if window > 0 {
-		m.DeliveriesPerSecond = float64(m.Delivered) / window.Seconds()
-	}
-	res.Latency = latencyOf(b.lat.merged())
-}
-
-// serverFigures turns the edge samples (before connecting, connected,
-// idle, window start, window end) into per-connection and per-delivery
-// figures.
-func (b *bench) serverFigures(res *Result, s []serverSample) {
-	before, conn, idle, w0, w1 := s[0], s[1], s[2], s[3], s[4]
-	e := &res.Edge
-	for _, x := range s {
-		e.Errors = append(e.Errors, x.Errs...)
-	}
-	e.Errors = dedupe(e.Errors)
-	switch {
-	case len(b.cfg.EdgePIDs) > 0:
-		e.Source = "proc"
-	case b.cfg.Metrics:
-		e.Source = "metrics"
-	default:
-		e.Source = "none"
-	}
-	n := float64(res.Clients.Connected)
-	if before.HaveRSS && conn.HaveRSS && idle.HaveRSS && w1.HaveRSS && n > 0 {
-		e.RSSBefore, e.RSSConnected, e.RSSIdle, e.RSSEnd = before.RSS, conn.RSS, idle.RSS, w1.RSS
-		e.RSSPerConnConnect = (conn.RSS - before.RSS) / n
-		e.RSSPerConnIdle = (idle.RSS - before.RSS) / n
-		e.RSSPerConnEnd = (w1.RSS - before.RSS) / n
-	}
-	if before.HaveMetrics && idle.HaveMetrics && n > 0 {
-		e.HeapPerConnIdle = (idle.HeapInuse - before.HeapInuse) / n
-		e.StackPerConnIdle = (idle.StackInuse - before.StackInuse) / n
-		e.GoroutinesPerConn = (idle.Goroutines - before.Goroutines) / n
-		e.ClientsGauge = conn.Clients
-	}
-	if w0.HaveCPU && w1.HaveCPU {
-		e.CPUSeconds = w1.CPU - w0.CPU
-		if ws := res.Messages.WindowSeconds; ws > 0 {
-			e.CPUUtil = e.CPUSeconds / ws
-		}
-		deliveries, src := float64(res.Messages.DeliveredFrames), "clients"
-		if w0.HaveMetrics && w1.HaveMetrics {
-			deliveries, src = w1.Delivered-w0.Delivered, "metrics"
-		}
-		e.Deliveries, e.DeliveriesSource = deliveries, src
-		if deliveries > 0 {
-			e.CPUPerDeliveryUS = e.CPUSeconds / deliveries * 1e6
-		}
-	}
-}
-
 // startProfile starts a CPU profile into path, if set; the func stops it.
 func startProfile(path string) (func(), error) {
 	if path == "" {
@@ -588,15 +350,4 @@ func startProfile(path string) (func(), error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
-}
-
-func dedupe(s []string) []string {
-	sort.Strings(s)
-	out := s[:0]
-	for i, x := range s {
-		if i == 0 || x != s[i-1] {
-			out = append(out, x)
-		}
-	}
-	return out
 }
