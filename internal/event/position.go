@@ -14,25 +14,21 @@ import (
 // up to and including id are lost to it (the history no longer holds them):
 // {"type":"reset","channel":"data","id":"41"}. The client should reload its
 // state; the stream goes on with the messages after id.
-func ResetFrame(channel string, id uint64) []byte {
-	b, _ := json.Marshal(struct {
-		Type    string `json:"type"`
-		Channel string `json:"channel"`
-		ID      string `json:"id"`
-	}{"reset", channel, strconv.FormatUint(id, 10)})
-	return b
-}
+func ResetFrame(channel string, id uint64) []byte { return controlFrame("reset", channel, id) }
 
 // PositionFrame encodes the frame that tells a client, when it connects, the
 // newest id of a channel it did not resume: {"type":"position","channel":
 // "data","id":"41"}. Messages after 41 will reach it; after a reconnect it
 // resumes from there (since=data:41) even if no message came meanwhile.
-func PositionFrame(channel string, id uint64) []byte {
+func PositionFrame(channel string, id uint64) []byte { return controlFrame("position", channel, id) }
+
+// controlFrame encodes {"type":kind,"channel":channel,"id":"<id>"}.
+func controlFrame(kind, channel string, id uint64) []byte {
 	b, _ := json.Marshal(struct {
 		Type    string `json:"type"`
 		Channel string `json:"channel"`
 		ID      string `json:"id"`
-	}{"position", channel, strconv.FormatUint(id, 10)})
+	}{kind, channel, strconv.FormatUint(id, 10)})
 	return b
 }
 
