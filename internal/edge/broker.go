@@ -26,12 +26,12 @@ const replayPage = 32
 
 var _ wsconn.Broker = (*broker)(nil)
 
-func (b *broker) Subscribe(ctx context.Context, channels []string) (*hub.Subscriber, error) {
+func (b *broker) Subscribe(ctx context.Context, channels []string, sink hub.Sink) (*hub.Subscriber, error) {
 	if !b.bus.Live() {
 		// Fail fast: the client retries, perhaps on an edge that is live.
 		return nil, errors.New("redis subscription down")
 	}
-	s := b.hub.Subscribe(channels)
+	s := b.hub.Subscribe(channels, sink)
 	if err := b.bus.Acquire(ctx, s.Channels()); err != nil {
 		b.hub.Unsubscribe(s)
 		return nil, err

@@ -80,6 +80,8 @@ func Run(ctx context.Context, cfg Config) error {
 		OriginPatterns: cfg.AllowedOrigins,
 		MaxChannels:    cfg.MaxChannels,
 		WriteTimeout:   cfg.WriteTimeout,
+		QueueSize:      cfg.QueueSize,
+		QueueBytes:     cfg.QueueBytes,
 		PingInterval:   cfg.PingInterval,
 		Logger:         log,
 	})

@@ -6,7 +6,7 @@ import "testing"
 // its queue has room; taking frames off the queue frees their bytes.
 func TestQueueBytesKicks(t *testing.T) {
 	h := New(Options{QueueSize: 100, QueueBytes: 1000})
-	reader, stalled := h.Subscribe([]string{"c"}), h.Subscribe([]string{"c"})
+	reader, stalled := h.Subscribe([]string{"c"}, nil), h.Subscribe([]string{"c"}, nil)
 	big := &Message{Channel: "c", ID: 1, Frame: make([]byte, 400)}
 	for i := range 10 {
 		h.Publish(big)
@@ -32,7 +32,7 @@ func TestQueueBytesKicks(t *testing.T) {
 // empty: a big message must not cut every client of its channel.
 func TestQueueBytesAcceptsOneBigFrame(t *testing.T) {
 	h := New(Options{QueueSize: 10, QueueBytes: 100})
-	s := h.Subscribe([]string{"c"})
+	s := h.Subscribe([]string{"c"}, nil)
 	big := &Message{Channel: "c", ID: 1, Frame: make([]byte, 1000)}
 	if got := h.Publish(big); got != 1 {
 		t.Fatalf("a big frame into an empty queue: delivered to %d, want 1", got)

@@ -1,16 +1,24 @@
 // Package hub fans messages out to the clients of one edge process.
 //
 // A Hub maps channel → subscribers. Publish hands an already-encoded frame to
-// every subscriber of the channel without ever blocking: each subscriber has a
-// bounded queue, and one whose queue is full is cut off (Kicked is closed) and
-// skipped from then on, so a slow client never delays the others. The owner of
-// a Subscriber drains Queue, watches Kicked, and calls Unsubscribe when done.
+// every subscriber of the channel without ever blocking on one: a subscriber
+// either has a bounded queue, which its owner drains, or a Sink that takes
+// the frame at once (the WebSocket writer does, to save a goroutine wake-up
+// per client per message). One that cannot take a frame (a full queue, or a
+// Sink saying no) is cut off (Kicked is closed) and skipped from then on, so
+// a slow client never delays the others. The owner of a Subscriber watches
+// Kicked and calls Unsubscribe when done.
+//
+// Subscribers are spread over shards, one per CPU by default, and Publish
+// fans out to the shards in parallel: the time to reach every client of a
+// busy channel is divided by the cores, not multiplied by the clients.
 //
 // All Hub methods are safe for concurrent use. The hub imports only the
 // standard library, so it can be tested with nothing but channels.
 package hub
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -20,8 +28,8 @@ const DefaultQueueSize = 256
 
 // Options configures a Hub.
 type Options struct {
-	// QueueSize is how many frames may wait for one subscriber's writer.
-	// Zero means DefaultQueueSize. A subscriber whose queue is full when a
+	// QueueSize is how many frames may wait in one subscriber's queue (a
+	// subscriber with a Sink bounds itself). Zero means DefaultQueueSize. A subscriber whose queue is full when a
 	// frame arrives is kicked.
 	QueueSize int
 	// QueueBytes bounds the frame bytes waiting for one subscriber; zero
@@ -30,19 +38,33 @@ type Options struct {
 	// is always accepted into an empty queue, whatever its size.
 	QueueBytes int
 	// OnKick, if set, is called once for each kicked subscriber, from the
-	// publishing goroutine. It must not block and must not call the Hub.
+	// goroutine delivering to it. It must not block and must not call the Hub.
 	OnKick func(*Subscriber)
+	// Shards is how many parts the subscribers are split into, each
+	// delivered to by its own goroutine during a Publish. Zero means
+	// runtime.GOMAXPROCS(0).
+	Shards int
 }
+
+// parallelMin is the fewest subscribers of a channel for which Publish
+// starts goroutines for the other shards: below it, one goroutine is quicker.
+const parallelMin = 64
 
 // Hub is an in-process channel → subscribers map. The zero value is not usable; call New.
 type Hub struct {
-	opts Options
-
-	mu   sync.RWMutex
-	subs map[string]map[*Subscriber]struct{}
-	n    int // subscribers registered
+	opts   Options
+	shards []shard
+	next   atomic.Uint32 // round robin over shards for new subscribers
+	n      atomic.Int64  // subscribers registered
 
 	kicks atomic.Uint64
+}
+
+// shard is one part of the subscribers, with its own lock.
+type shard struct {
+	mu   sync.RWMutex
+	subs map[string]map[*Subscriber]struct{}
+	_    [64]byte // keeps two shards' locks off one cache line
 }
 
 // New returns an empty Hub.
@@ -50,7 +72,22 @@ func New(opts Options) *Hub {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = DefaultQueueSize
 	}
-	return &Hub{opts: opts, subs: make(map[string]map[*Subscriber]struct{})}
+	if opts.Shards <= 0 {
+		opts.Shards = runtime.GOMAXPROCS(0)
+	}
+	h := &Hub{opts: opts, shards: make([]shard, opts.Shards)}
+	for i := range h.shards {
+		h.shards[i].subs = make(map[string]map[*Subscriber]struct{})
+	}
+	return h
+}
+
+// A Sink takes a subscriber's messages in place of a queue. Deliver is
+// called in publish order, from one goroutine at a time (not always the
+// same one), and must not block: it returns false when the subscriber
+// cannot take m (it fell too far behind), and the hub kicks it.
+type Sink interface {
+	Deliver(m *Message) bool
 }
 
 // Message is one encoded frame and where it sits in its channel's stream. A
@@ -71,13 +108,16 @@ type Message struct {
 	Published int64
 }
 
-// Subscriber is one client's registration: the channels it reads and its queue.
+// Subscriber is one client's registration: the channels it reads and its
+// queue or Sink.
 type Subscriber struct {
 	channels []string
-	queue    chan *Message
+	sink     Sink          // nil: the queue
+	queue    chan *Message // nil with a sink
+	shard    *shard
 	kicked   chan struct{}
 	isKicked atomic.Bool
-	inHub    bool         // guarded by Hub.mu
+	inHub    bool         // guarded by shard.mu
 	bytes    atomic.Int64 // frame bytes queued, when Options.QueueBytes is set
 	onKick   atomic.Pointer[func()]
 }
@@ -99,7 +139,8 @@ func (s *Subscriber) Dequeued(m *Message) { s.bytes.Add(-int64(len(m.Frame))) }
 // Channels returns the channels s was subscribed with. Do not modify it.
 func (s *Subscriber) Channels() []string { return s.channels }
 
-// Queue delivers messages in publish order. It is never closed.
+// Queue delivers messages in publish order. It is never closed; it is nil
+// for a subscriber with a Sink.
 func (s *Subscriber) Queue() <-chan *Message { return s.queue }
 
 // Kicked is closed when the hub cut s off because its queue was full.
@@ -108,76 +149,116 @@ func (s *Subscriber) Kicked() <-chan struct{} { return s.kicked }
 // QueueLen is the number of frames waiting; for logs and metrics.
 func (s *Subscriber) QueueLen() int { return len(s.queue) }
 
-// Subscribe registers a new subscriber for channels (duplicates are ignored).
-func (h *Hub) Subscribe(channels []string) *Subscriber {
+// Subscribe registers a new subscriber for channels (duplicates are
+// ignored). With a nil sink its messages wait in its Queue; otherwise they
+// go to sink.Deliver.
+func (h *Hub) Subscribe(channels []string, sink Sink) *Subscriber {
+	sh := &h.shards[int(h.next.Add(1))%len(h.shards)]
 	s := &Subscriber{
 		channels: dedupe(channels),
-		queue:    make(chan *Message, h.opts.QueueSize),
+		sink:     sink,
+		shard:    sh,
 		kicked:   make(chan struct{}),
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	if sink == nil {
+		s.queue = make(chan *Message, h.opts.QueueSize)
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	for _, ch := range s.channels {
-		m := h.subs[ch]
+		m := sh.subs[ch]
 		if m == nil {
 			m = make(map[*Subscriber]struct{})
-			h.subs[ch] = m
+			sh.subs[ch] = m
 		}
 		m[s] = struct{}{}
 	}
 	s.inHub = true
-	h.n++
+	h.n.Add(1)
 	return s
 }
 
 // Unsubscribe removes s from every channel. Calling it twice is harmless.
 func (h *Hub) Unsubscribe(s *Subscriber) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	sh := s.shard
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	if !s.inHub {
 		return
 	}
 	s.inHub = false
-	h.n--
+	h.n.Add(-1)
 	for _, ch := range s.channels {
-		m := h.subs[ch]
+		m := sh.subs[ch]
 		delete(m, s)
 		if len(m) == 0 {
-			delete(h.subs, ch)
+			delete(sh.subs, ch)
 		}
 	}
 }
 
-// Publish queues m for every subscriber of m.Channel and returns how many
-// accepted it. It never blocks; a subscriber with a full queue is kicked.
-// Messages published from one goroutine reach each subscriber in that order.
+// Publish hands m to every subscriber of m.Channel and returns how many
+// took it. It returns once every one has, and never waits for a client: a
+// subscriber that cannot take m is kicked. Large channels are served by
+// one goroutine per shard. Messages published from one goroutine reach
+// each subscriber in that order.
 func (h *Hub) Publish(m *Message) (delivered int) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	for s := range h.subs[m.Channel] {
+	if len(h.shards) == 1 || h.Subscribers(m.Channel) < parallelMin {
+		for i := range h.shards {
+			delivered += h.publishShard(&h.shards[i], m)
+		}
+		return delivered
+	}
+	var (
+		wg    sync.WaitGroup
+		total atomic.Int64
+	)
+	for i := 1; i < len(h.shards); i++ {
+		wg.Go(func() { total.Add(int64(h.publishShard(&h.shards[i], m))) })
+	}
+	delivered = h.publishShard(&h.shards[0], m)
+	wg.Wait()
+	return delivered + int(total.Load())
+}
+
+func (h *Hub) publishShard(sh *shard, m *Message) (delivered int) {
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	for s := range sh.subs[m.Channel] {
 		if s.isKicked.Load() {
 			continue
 		}
-		// A frame larger than the bound on its own still goes into an
-		// empty queue: otherwise one big message would cut every client.
-		if n := int64(len(m.Frame)); h.opts.QueueBytes > 0 {
-			if queued := s.bytes.Add(n) - n; queued > 0 && queued+n > int64(h.opts.QueueBytes) {
-				h.kick(s)
-				continue
-			}
-		}
-		select {
-		case s.queue <- m:
+		if h.offer(s, m) {
 			delivered++
-		default:
+		} else {
 			h.kick(s)
 		}
 	}
 	return delivered
 }
 
-// kick cuts s off once. Safe under the read lock: isKicked makes it idempotent
-// even when two publishers race for the same subscriber.
+// offer gives m to s's sink or queue, and reports whether s took it.
+func (h *Hub) offer(s *Subscriber, m *Message) bool {
+	if s.sink != nil {
+		return s.sink.Deliver(m)
+	}
+	// A frame larger than the bound on its own still goes into an
+	// empty queue: otherwise one big message would cut every client.
+	if n := int64(len(m.Frame)); h.opts.QueueBytes > 0 {
+		if queued := s.bytes.Add(n) - n; queued > 0 && queued+n > int64(h.opts.QueueBytes) {
+			return false
+		}
+	}
+	select {
+	case s.queue <- m:
+		return true
+	default:
+		return false
+	}
+}
+
+// kick cuts s off once. Safe under a shard's read lock: isKicked makes it
+// idempotent even when two publishers race for the same subscriber.
 func (h *Hub) kick(s *Subscriber) {
 	if s.isKicked.Swap(true) {
 		return
@@ -196,18 +277,18 @@ func (h *Hub) kick(s *Subscriber) {
 func (h *Hub) Kicks() uint64 { return h.kicks.Load() }
 
 // Subscribers returns the number of subscribers of channel.
-func (h *Hub) Subscribers(channel string) int {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return len(h.subs[channel])
+func (h *Hub) Subscribers(channel string) (n int) {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		n += len(sh.subs[channel])
+		sh.mu.RUnlock()
+	}
+	return n
 }
 
 // Len returns the number of registered subscribers.
-func (h *Hub) Len() int {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return h.n
-}
+func (h *Hub) Len() int { return int(h.n.Load()) }
 
 func dedupe(in []string) []string {
 	out := make([]string, 0, len(in))

@@ -56,10 +56,10 @@ func drain(s *hub.Subscriber) []string {
 func TestPublishReachesOnlySubscribersOfChannel(t *testing.T) {
 	t.Parallel()
 	h := hub.New(hub.Options{})
-	a1 := h.Subscribe([]string{"a"})
-	a2 := h.Subscribe([]string{"a"})
-	b := h.Subscribe([]string{"b"})
-	prefix := h.Subscribe([]string{"aa"}) // a name that merely shares a prefix
+	a1 := h.Subscribe([]string{"a"}, nil)
+	a2 := h.Subscribe([]string{"a"}, nil)
+	b := h.Subscribe([]string{"b"}, nil)
+	prefix := h.Subscribe([]string{"aa"}, nil) // a name that merely shares a prefix
 
 	if n := h.Publish(msg("a", []byte("x"))); n != 2 {
 		t.Errorf("Publish(a) delivered to %d subscribers, want 2", n)
@@ -95,7 +95,7 @@ func TestOrderPreservedPerSubscriber(t *testing.T) {
 	t.Parallel()
 	const n = 200
 	h := hub.New(hub.Options{QueueSize: n})
-	subs := []*hub.Subscriber{h.Subscribe([]string{"c"}), h.Subscribe([]string{"c", "other"}), h.Subscribe([]string{"c"})}
+	subs := []*hub.Subscriber{h.Subscribe([]string{"c"}, nil), h.Subscribe([]string{"c", "other"}, nil), h.Subscribe([]string{"c"}, nil)}
 	sent := make([]*hub.Message, n)
 	for i := range n {
 		sent[i] = &hub.Message{Channel: "c", ID: uint64(1000 + i), Frame: []byte(strconv.Itoa(i))}
@@ -125,8 +125,8 @@ func TestOrderPreservedPerSubscriber(t *testing.T) {
 func TestSubscriberOfSeveralChannelsGetsAll(t *testing.T) {
 	t.Parallel()
 	h := hub.New(hub.Options{})
-	s := h.Subscribe([]string{"x", "y", "z"})
-	only := h.Subscribe([]string{"y"})
+	s := h.Subscribe([]string{"x", "y", "z"}, nil)
+	only := h.Subscribe([]string{"y"}, nil)
 	h.Publish(msg("x", []byte("1")))
 	h.Publish(msg("y", []byte("2")))
 	h.Publish(msg("z", []byte("3")))
@@ -143,7 +143,7 @@ func TestSubscriberOfSeveralChannelsGetsAll(t *testing.T) {
 func TestDuplicateChannelsDeduped(t *testing.T) {
 	t.Parallel()
 	h := hub.New(hub.Options{})
-	s := h.Subscribe([]string{"a", "b", "a", "a", "b"})
+	s := h.Subscribe([]string{"a", "b", "a", "a", "b"}, nil)
 	if got, want := s.Channels(), []string{"a", "b"}; !slices.Equal(got, want) {
 		t.Errorf("Channels() = %q, want %q", got, want)
 	}
@@ -182,8 +182,8 @@ func TestFullQueueKicksOnlyThatSubscriber(t *testing.T) {
 		kicked = append(kicked, s)
 		mu.Unlock()
 	}})
-	slow := h.Subscribe([]string{"c"})
-	fast := h.Subscribe([]string{"c"})
+	slow := h.Subscribe([]string{"c"}, nil)
+	fast := h.Subscribe([]string{"c"}, nil)
 
 	done := make(chan struct{})
 	go func() {
@@ -268,7 +268,7 @@ func TestKickHappensOnceUnderConcurrentPublishers(t *testing.T) {
 	t.Parallel()
 	var kicks atomic.Int32
 	h := hub.New(hub.Options{QueueSize: 1, OnKick: func(*hub.Subscriber) { kicks.Add(1) }})
-	s := h.Subscribe([]string{"c"})
+	s := h.Subscribe([]string{"c"}, nil)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -294,7 +294,7 @@ func TestKickHappensOnceUnderConcurrentPublishers(t *testing.T) {
 func TestDefaultQueueSize(t *testing.T) {
 	t.Parallel()
 	h := hub.New(hub.Options{}) // QueueSize 0 means DefaultQueueSize
-	s := h.Subscribe([]string{"c"})
+	s := h.Subscribe([]string{"c"}, nil)
 	for i := range hub.DefaultQueueSize {
 		if n := h.Publish(msg("c", []byte("x"))); n != 1 {
 			t.Fatalf("publish %d of %d: delivered %d, want 1", i+1, hub.DefaultQueueSize, n)
@@ -321,8 +321,8 @@ func TestDefaultQueueSize(t *testing.T) {
 func TestUnsubscribeTwiceIsHarmless(t *testing.T) {
 	t.Parallel()
 	h := hub.New(hub.Options{})
-	s1 := h.Subscribe([]string{"a", "b"})
-	s2 := h.Subscribe([]string{"a"})
+	s1 := h.Subscribe([]string{"a", "b"}, nil)
+	s2 := h.Subscribe([]string{"a"}, nil)
 	h.Unsubscribe(s1)
 	h.Unsubscribe(s1)
 	if h.Len() != 1 {
@@ -368,7 +368,7 @@ func TestLen(t *testing.T) {
 			h := hub.New(hub.Options{})
 			var subs []*hub.Subscriber
 			for _, chans := range tc.subscribe {
-				subs = append(subs, h.Subscribe(chans))
+				subs = append(subs, h.Subscribe(chans, nil))
 			}
 			for _, i := range tc.unsubscribe {
 				h.Unsubscribe(subs[i])
@@ -383,8 +383,8 @@ func TestLen(t *testing.T) {
 func TestSubscribersPerChannel(t *testing.T) {
 	t.Parallel()
 	h := hub.New(hub.Options{})
-	a := h.Subscribe([]string{"a", "b"})
-	b := h.Subscribe([]string{"b", "b"})
+	a := h.Subscribe([]string{"a", "b"}, nil)
+	b := h.Subscribe([]string{"b", "b"}, nil)
 	for ch, want := range map[string]int{"a": 1, "b": 2, "c": 0, "": 0} {
 		if got := h.Subscribers(ch); got != want {
 			t.Errorf("Subscribers(%q) = %d, want %d", ch, got, want)
@@ -408,7 +408,7 @@ func TestUnsubscribeWithoutChannelsUpdatesLen(t *testing.T) {
 	t.Parallel()
 	for _, chans := range [][]string{nil, {}} {
 		h := hub.New(hub.Options{})
-		s := h.Subscribe(chans)
+		s := h.Subscribe(chans, nil)
 		if h.Len() != 1 {
 			t.Fatalf("Subscribe(%#v): Len() = %d, want 1", chans, h.Len())
 		}
@@ -433,7 +433,7 @@ func TestConcurrentSubscribeUnsubscribePublish(t *testing.T) {
 	h := hub.New(hub.Options{QueueSize: publishers * perPub})
 	var stables []*hub.Subscriber
 	for range stable {
-		stables = append(stables, h.Subscribe([]string{"c", "d"}))
+		stables = append(stables, h.Subscribe([]string{"c", "d"}, nil))
 	}
 
 	// Readers drain the stable subscribers while the publishers run.
@@ -466,7 +466,7 @@ func TestConcurrentSubscribeUnsubscribePublish(t *testing.T) {
 					return
 				default:
 				}
-				s := h.Subscribe([]string{"c", "e"})
+				s := h.Subscribe([]string{"c", "e"}, nil)
 				h.Publish(msg("e", []byte("noise")))
 				_ = h.Len()
 				drain(s)

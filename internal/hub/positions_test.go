@@ -118,7 +118,7 @@ func TestPositionsResetMessages(t *testing.T) {
 func TestPublishResetMessage(t *testing.T) {
 	t.Parallel()
 	h := hub.New(hub.Options{})
-	s := h.Subscribe([]string{"c"})
+	s := h.Subscribe([]string{"c"}, nil)
 	first := &hub.Message{Channel: "c", ID: 9, Frame: []byte("nine")}
 	reset := &hub.Message{Channel: "c", ID: 20, Frame: []byte("reset"), Reset: true}
 	after := &hub.Message{Channel: "c", ID: 21, Frame: []byte("twenty-one")}

@@ -23,8 +23,8 @@ import (
 // elsewhere, here only the client side of the edge is under test.
 type memBroker struct{ h *hub.Hub }
 
-func (b memBroker) Subscribe(_ context.Context, chans []string) (*hub.Subscriber, error) {
-	return b.h.Subscribe(chans), nil
+func (b memBroker) Subscribe(_ context.Context, chans []string, sink hub.Sink) (*hub.Subscriber, error) {
+	return b.h.Subscribe(chans, sink), nil
 }
 func (b memBroker) Unsubscribe(s *hub.Subscriber) { b.h.Unsubscribe(s) }
 func (b memBroker) Position(string) uint64        { return 0 }

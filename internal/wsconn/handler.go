@@ -1,7 +1,6 @@
 package wsconn
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -26,7 +25,7 @@ import (
 // starting with a reset message if the history no longer reaches back to
 // after; it stops at the first error from yield.
 type Broker interface {
-	Subscribe(ctx context.Context, channels []string) (*hub.Subscriber, error)
+	Subscribe(ctx context.Context, channels []string, sink hub.Sink) (*hub.Subscriber, error)
 	Unsubscribe(*hub.Subscriber)
 	Position(channel string) uint64
 	Replay(ctx context.Context, channel string, after uint64, yield func(*hub.Message) error) error
@@ -99,6 +98,12 @@ type Options struct {
 	MaxChannels int
 	// WriteTimeout bounds each write to a client. Zero means 10s.
 	WriteTimeout time.Duration
+	// QueueSize is how many frames may wait for one client; one more and
+	// the client is closed with 1013. Zero means hub.DefaultQueueSize.
+	QueueSize int
+	// QueueBytes bounds the frame bytes waiting for one client, the same
+	// way. Zero means 4 MiB.
+	QueueBytes int
 	// PingInterval is how often a client is pinged; a client that does not
 	// answer within the interval is dropped. Zero means 25s.
 	PingInterval time.Duration
@@ -125,6 +130,7 @@ type Handler struct {
 type conn struct {
 	goAway     chan struct{}
 	goAwayOnce sync.Once
+	goAwayFn   atomic.Pointer[func()]
 	raw        net.Conn // the hijacked socket (WebSocket only)
 }
 
@@ -140,22 +146,25 @@ func (c *conn) closeWith(ws *websocket.Conn, code websocket.StatusCode, reason s
 	ws.Close(code, reason)
 }
 
-// hijackRecorder keeps the socket coder/websocket hijacks, so that a close
-// can be bounded: the library's close handshake has no deadline of its own.
-type hijackRecorder struct {
-	http.ResponseWriter
-	conn net.Conn
+func (c *conn) sendGoAway() {
+	c.goAwayOnce.Do(func() {
+		close(c.goAway)
+		if f := c.goAwayFn.Load(); f != nil {
+			(*f)()
+		}
+	})
 }
 
-func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
-	h.conn = c
-	return c, brw, err
+// onGoAway has f called when the edge asks the client to go (or at once
+// if it already has). f must not block; it may be called twice.
+func (c *conn) onGoAway(f func()) {
+	c.goAwayFn.Store(&f)
+	select {
+	case <-c.goAway:
+		f()
+	default:
+	}
 }
-
-func (h *hijackRecorder) Unwrap() http.ResponseWriter { return h.ResponseWriter }
-
-func (c *conn) sendGoAway() { c.goAwayOnce.Do(func() { close(c.goAway) }) }
 
 // New returns a Handler.
 func New(opts Options) *Handler {
@@ -167,6 +176,12 @@ func New(opts Options) *Handler {
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = hub.DefaultQueueSize
+	}
+	if opts.QueueBytes <= 0 {
+		opts.QueueBytes = 4 << 20
 	}
 	if opts.PingInterval <= 0 {
 		opts.PingInterval = 25 * time.Second
@@ -229,14 +244,15 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 		h.refuse(w, r, http.StatusUpgradeRequired, "bad_request", "WebSocket upgrade required (or use /events)")
 		return
 	}
-	sub, expires, ok := h.subscribe(w, r, chans)
+	cl := newWSClient(h)
+	sub, expires, ok := h.subscribe(w, r, chans, cl)
 	if !ok {
 		return
 	}
 	defer h.unsubscribe(sub)
 
 	start := h.positions(chans, since) // before open: see Broker.Position
-	rec := &hijackRecorder{ResponseWriter: w}
+	rec := &hijackRecorder{ResponseWriter: w, timeout: h.opts.WriteTimeout}
 	ws, err := websocket.Accept(rec, r, &websocket.AcceptOptions{
 		OriginPatterns: h.opts.OriginPatterns,
 		// A browser sends its token as a second subprotocol; the edge
@@ -252,6 +268,7 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 	defer ws.CloseNow()
 
 	c := &conn{goAway: make(chan struct{}), raw: rec.conn}
+	cl.ws, cl.c, cl.wire = ws, c, rec.wire
 	if !h.track(c) {
 		c.closeWith(ws, CodeGoingAway, "edge is shutting down")
 		return
@@ -259,19 +276,20 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 	defer h.untrack(c)
 
 	h.opts.Observer.Connected("ws")
-	reason := h.serve(ws, c, sub, start, since, expires)
+	reason := h.serve(cl, sub, start, since, expires)
 	h.opts.Observer.Disconnected("ws", reason)
 	if reason == "slow" {
+		bytes, frames := cl.wire.queued()
 		if n, ok := h.refusals.allow("slow"); ok {
 			h.log.Warn("slow client cut off", "remote", r.RemoteAddr, "channels", chans,
-				"queued", sub.QueueLen(), "suppressed", n)
+				"queued", frames, "queued_bytes", bytes, "suppressed", n)
 		}
 	}
 }
 
 // subscribe authorizes and subscribes a client, or answers the request
 // (401/403, or 503 with Retry-After) and returns false.
-func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, chans []string) (*hub.Subscriber, time.Time, bool) {
+func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, chans []string, sink hub.Sink) (*hub.Subscriber, time.Time, bool) {
 	var expires time.Time
 	if h.opts.Authorize != nil {
 		var err error
@@ -299,7 +317,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, chans []stri
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.SubscribeTimeout)
 	defer cancel()
-	sub, err := h.opts.Broker.Subscribe(ctx, chans)
+	sub, err := h.opts.Broker.Subscribe(ctx, chans, sink)
 	if err != nil {
 		h.slots.Add(-1)
 		h.log.Warn("subscribe failed", "channels", chans, "err", err)
@@ -330,133 +348,11 @@ func (h *Handler) unsubscribe(sub *hub.Subscriber) {
 	h.slots.Add(-1)
 }
 
-// serve is the connection's single writer. It first replays what the client
-// missed on each channel it resumes, then writes the live queue, which has
-// been filling since before the replay began: Positions drops what both hold.
-// It returns why the connection ended, for the Observer.
-func (h *Handler) serve(ws *websocket.Conn, c *conn, sub *hub.Subscriber, start []*hub.Message, since map[string]uint64, expires time.Time) (reason string) {
-	// The reader answers pings and closes; clients only listen, so a data
-	// frame closes the connection with 1008. ctx ends with the reader.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var policy atomic.Bool
-	go func() {
-		defer cancel()
-		if _, _, err := ws.Reader(ctx); err == nil {
-			policy.Store(true)
-			cancel() // the writer stops at once
-			c.closeWith(ws, websocket.StatusPolicyViolation, "unexpected data message: clients only listen")
-		}
-	}()
-	// writeCtx ends when the hub kicks this client: a write blocked on a
-	// client that stopped reading is abandoned at once, not after WriteTimeout.
-	writeCtx, cancelWrites := context.WithCancel(ctx)
-	defer cancelWrites()
-	sub.OnKick(cancelWrites)
-	// An idle connection is pinged by this writer, so that proxies keep it
-	// and a dead peer is found; any write resets the wait. No goroutine of
-	// its own: a connection costs two (this one and the reader).
-	idle := time.NewTimer(h.opts.PingInterval)
-	defer idle.Stop()
-	// ended names why the loop stopped on an error or a closed context.
-	ended := func() string {
-		switch {
-		case isKicked(sub):
-			return "slow"
-		case policy.Load():
-			return "policy"
-		case ctx.Err() != nil:
-			return "client"
-		}
-		return "write_error"
-	}
-
-	expired := expiry(expires)
-	defer expired.Stop()
-
-	pos := make(hub.Positions, len(since)+len(start))
-	for _, m := range start {
-		pos[m.Channel] = m.ID // what the queue holds up to it came before open
-		if err := h.write(writeCtx, ws, m); err != nil {
-			return ended()
-		}
-	}
-	for ch, id := range since {
-		pos[ch] = id
-		err := h.opts.Broker.Replay(writeCtx, ch, id, func(m *hub.Message) error {
-			if !pos.Pass(m) {
-				return nil
-			}
-			return h.write(writeCtx, ws, m)
-		})
-		if err != nil {
-			if writeCtx.Err() == nil && !errors.As(err, new(writeError)) {
-				h.log.Warn("replay failed", "channel", ch, "since", id, "err", err)
-				c.closeWith(ws, websocket.StatusTryAgainLater, "history unavailable, reconnect later")
-				return "history_unavailable"
-			}
-			return ended()
-		}
-	}
-
-	for {
-		select {
-		case <-sub.Kicked(): // before any queued frame
-			c.closeWith(ws, CodeSlow, "slow client, reconnect later")
-			return "slow"
-		default:
-		}
-		select {
-		case m := <-sub.Queue():
-			sub.Dequeued(m)
-			if !pos.Pass(m) {
-				continue
-			}
-			if err := h.write(writeCtx, ws, m); err != nil {
-				return ended()
-			}
-			idle.Reset(h.opts.PingInterval)
-		case <-idle.C:
-			pctx, cancel := context.WithTimeout(writeCtx, h.opts.PingInterval)
-			err := ws.Ping(pctx)
-			cancel()
-			if err != nil {
-				if ctx.Err() == nil && !isKicked(sub) {
-					return "ping_timeout"
-				}
-				return ended()
-			}
-			idle.Reset(h.opts.PingInterval)
-		case <-sub.Kicked():
-			c.closeWith(ws, CodeSlow, "slow client, reconnect later")
-			return "slow"
-		case <-c.goAway:
-			c.closeWith(ws, CodeGoingAway, "edge is shutting down")
-			return "going_away"
-		case <-expired.C:
-			c.closeWith(ws, CodeTokenExpired, "token expired: fetch a new one and reconnect")
-			return "token_expired"
-		case <-ctx.Done():
-			return ended()
-		}
-	}
-}
-
 // writeError marks a failed write to the client, as opposed to a failed
 // history read, when both can end a replay.
 type writeError struct{ error }
 
 func (e writeError) Unwrap() error { return e.error }
-
-func (h *Handler) write(ctx context.Context, ws *websocket.Conn, m *hub.Message) error {
-	ctx, cancel := context.WithTimeout(ctx, h.opts.WriteTimeout)
-	defer cancel()
-	if err := ws.Write(ctx, websocket.MessageText, m.Frame); err != nil {
-		return writeError{err}
-	}
-	h.opts.Observer.Delivered(m, time.Now())
-	return nil
-}
 
 // expiry returns a timer that fires at t, or never if t is zero.
 func expiry(t time.Time) *time.Timer {
@@ -466,15 +362,6 @@ func expiry(t time.Time) *time.Timer {
 		return tm
 	}
 	return time.NewTimer(time.Until(t))
-}
-
-func isKicked(sub *hub.Subscriber) bool {
-	select {
-	case <-sub.Kicked():
-		return true
-	default:
-		return false
-	}
 }
 
 func (h *Handler) track(c *conn) bool {

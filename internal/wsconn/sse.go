@@ -43,7 +43,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, http.StatusBadRequest, "bad_request", "Last-Event-ID: "+err.Error())
 		return
 	}
-	sub, expires, ok := h.subscribe(w, r, chans)
+	sub, expires, ok := h.subscribe(w, r, chans, nil)
 	if !ok {
 		return
 	}

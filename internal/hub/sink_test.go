@@ -1,0 +1,113 @@
+package hub_test
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/pgrelay/pgrelay/internal/hub"
+)
+
+// recordSink keeps the ids it is given and refuses once it holds limit.
+type recordSink struct {
+	mu    sync.Mutex
+	ids   []uint64
+	limit int
+	calls atomic.Int64 // Deliver calls, refused ones included
+}
+
+func (r *recordSink) Deliver(m *hub.Message) bool {
+	r.calls.Add(1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.limit > 0 && len(r.ids) >= r.limit {
+		return false
+	}
+	r.ids = append(r.ids, m.ID)
+	return true
+}
+
+func (r *recordSink) got() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uint64(nil), r.ids...)
+}
+
+// A sink that refuses a message gets its subscriber kicked, once, and is
+// not called again; the sink beside it keeps receiving.
+func TestSinkRefusalKicks(t *testing.T) {
+	t.Parallel()
+	h := hub.New(hub.Options{})
+	full := &recordSink{limit: 2}
+	ok := &recordSink{}
+	sFull := h.Subscribe([]string{"c"}, full)
+	h.Subscribe([]string{"c"}, ok)
+	if sFull.Queue() != nil {
+		t.Error("a subscriber with a sink has a queue")
+	}
+	for i := range 5 {
+		h.Publish(&hub.Message{Channel: "c", ID: uint64(i + 1)})
+	}
+	if !isClosed(sFull.Kicked()) {
+		t.Fatal("the refusing subscriber was not kicked")
+	}
+	if n := full.calls.Load(); n != 3 {
+		t.Errorf("the refusing sink was called %d times, want 3 (2 taken, 1 refused, then skipped)", n)
+	}
+	if h.Kicks() != 1 {
+		t.Errorf("Kicks() = %d, want 1", h.Kicks())
+	}
+	if got := ok.got(); len(got) != 5 {
+		t.Errorf("the other sink got %v, want 5 ids", got)
+	}
+}
+
+// With many subscribers spread over shards, a Publish reaches every one
+// before it returns, and each sees the messages in publish order.
+func TestShardedPublishReachesAllInOrder(t *testing.T) {
+	t.Parallel()
+	for _, shards := range []int{1, 2, 7} {
+		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) {
+			h := hub.New(hub.Options{Shards: shards})
+			sinks := make([]*recordSink, 500)
+			for i := range sinks {
+				sinks[i] = &recordSink{}
+				h.Subscribe([]string{"c"}, sinks[i])
+			}
+			queued := h.Subscribe([]string{"c"}, nil)
+			const n = 50
+			for i := range n {
+				if got := h.Publish(&hub.Message{Channel: "c", ID: uint64(i + 1)}); got != len(sinks)+1 {
+					t.Fatalf("Publish %d delivered to %d, want %d", i, got, len(sinks)+1)
+				}
+			}
+			for i, s := range sinks {
+				got := s.got()
+				if len(got) != n {
+					t.Fatalf("sink %d got %d messages, want %d", i, len(got), n)
+				}
+				for j, id := range got {
+					if id != uint64(j+1) {
+						t.Fatalf("sink %d: message %d has id %d: out of order", i, j, id)
+					}
+				}
+			}
+			if got := len(drain(queued)); got != n {
+				t.Errorf("the queued subscriber got %d, want %d", got, n)
+			}
+			if h.Subscribers("c") != len(sinks)+1 || h.Len() != len(sinks)+1 {
+				t.Errorf("Subscribers = %d, Len = %d, want %d", h.Subscribers("c"), h.Len(), len(sinks)+1)
+			}
+		})
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}

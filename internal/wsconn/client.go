@@ -1,0 +1,284 @@
+package wsconn
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/pgrelay/pgrelay/internal/hub"
+)
+
+// Buffer sizes for a client's socket once upgraded. The reader sees only
+// pings, pongs and closes (clients send no data); the writer buffer only
+// has to hold a typical frame, since wire keeps what waits.
+const (
+	readBufferSize  = 128
+	writeBufferSize = 512
+)
+
+// replayHigh is how many bytes a replay lets wait for a client before it
+// waits for them to be written: a replay goes at the client's pace.
+const replayHigh = 64 << 10
+
+// hijackRecorder keeps the socket coder/websocket hijacks, so that a close
+// can be bounded (the library's close handshake has no deadline of its
+// own), and gives the library small buffers over a wire instead of the
+// 4 KiB + 4 KiB that net/http hands over.
+type hijackRecorder struct {
+	http.ResponseWriter
+	timeout time.Duration
+	conn    net.Conn
+	wire    *wire
+}
+
+func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return c, brw, err
+	}
+	h.conn = c
+	h.wire = newWire(c, h.timeout, nil)
+	r := brw.Reader
+	if r.Buffered() == 0 { // else the client already sent something: keep it
+		r = bufio.NewReaderSize(c, readBufferSize)
+	}
+	return c, bufio.NewReadWriter(r, bufio.NewWriterSize(h.wire, writeBufferSize)), nil
+}
+
+func (h *hijackRecorder) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+// wsClient is one WebSocket client's end of the hub. Until it goes live
+// (after its position frames and replay), the messages the hub delivers
+// are held; from then on Deliver writes them at once, from the hub's
+// goroutine, through the wire. Its own goroutine only reads (pings, pongs,
+// close); timers ping it, expire it and let it go.
+type wsClient struct {
+	h    *Handler
+	ws   *websocket.Conn
+	c    *conn
+	wire *wire
+
+	mu        sync.Mutex
+	live      bool
+	held      []*hub.Message
+	heldBytes int
+	pos       hub.Positions
+
+	lastWrite atomic.Int64 // Unix ns of the last frame written, for the pinger
+
+	endOnce sync.Once
+	why     string        // the Observer's reason, set once by endOnce
+	ended   chan struct{} // closed when the close that end began is done
+}
+
+var _ hub.Sink = (*wsClient)(nil)
+
+func newWSClient(h *Handler) *wsClient {
+	return &wsClient{h: h, ended: make(chan struct{})}
+}
+
+// Deliver is the hub's way in: never blocking, false if the client is too
+// far behind (the hub then kicks it).
+func (cl *wsClient) Deliver(m *hub.Message) bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if !cl.live {
+		if len(cl.held) >= cl.h.opts.QueueSize || (len(cl.held) > 0 && cl.heldBytes+len(m.Frame) > cl.h.opts.QueueBytes) {
+			return false
+		}
+		cl.held = append(cl.held, m)
+		cl.heldBytes += len(m.Frame)
+		return true
+	}
+	if !cl.pos.Pass(m) {
+		return true
+	}
+	// A frame larger than the bound on its own is still taken by an
+	// empty queue: otherwise one big message would cut every client.
+	if bytes, frames := cl.wire.queued(); frames >= cl.h.opts.QueueSize || (bytes > 0 && bytes+len(m.Frame) > cl.h.opts.QueueBytes) {
+		return false
+	}
+	cl.wire.hold()
+	ok := cl.write(m)
+	cl.wire.release(b2i(ok))
+	return true // a failed write ends the connection, not as "slow"
+}
+
+// write encodes m into the wire; the caller holds the wire.
+func (cl *wsClient) write(m *hub.Message) bool {
+	if err := cl.ws.Write(context.Background(), websocket.MessageText, m.Frame); err != nil {
+		return false
+	}
+	now := time.Now()
+	cl.lastWrite.Store(now.UnixNano())
+	cl.h.opts.Observer.Delivered(m, now)
+	return true
+}
+
+// writeNow writes m from the client's own goroutine (position frames and
+// replay), waiting while too much is queued: a replay goes at the client's
+// pace.
+func (cl *wsClient) writeNow(m *hub.Message) error {
+	cl.wire.hold()
+	ok := cl.write(m)
+	cl.wire.release(b2i(ok))
+	if !ok {
+		return writeError{net.ErrClosed}
+	}
+	if err := cl.wire.waitBelow(replayHigh); err != nil {
+		return writeError{err}
+	}
+	return nil
+}
+
+// goLive writes what was held during the replay (skipping what the replay
+// already wrote) in one go, and lets Deliver write from then on.
+func (cl *wsClient) goLive(pos hub.Positions) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.pos = pos
+	cl.wire.hold()
+	n := 0
+	for _, m := range cl.held {
+		if pos.Pass(m) && cl.write(m) {
+			n++
+		}
+	}
+	cl.wire.release(n)
+	cl.held, cl.heldBytes = nil, 0
+	cl.live = true
+}
+
+// end closes the connection with code and text, once, from a goroutine of
+// its own (it waits for the client's answer, at most closeGrace); why is
+// the reason given to the Observer.
+func (cl *wsClient) end(why string, code websocket.StatusCode, text string) {
+	cl.endOnce.Do(func() {
+		cl.why = why
+		go func() {
+			defer close(cl.ended)
+			cl.c.closeWith(cl.ws, code, text)
+		}()
+	})
+}
+
+// drop closes the socket without a close frame: the peer is not listening.
+func (cl *wsClient) drop(why string) {
+	cl.endOnce.Do(func() {
+		cl.why = why
+		_ = cl.c.raw.Close()
+		close(cl.ended)
+	})
+}
+
+// serve runs a client from the upgrade to the end: the position frames and
+// the replay of what it missed, then live delivery by the hub while this
+// goroutine reads. It returns why the connection ended, for the Observer.
+func (h *Handler) serve(cl *wsClient, sub *hub.Subscriber, start []*hub.Message, since map[string]uint64, expires time.Time) string {
+	sub.OnKick(func() { cl.end("slow", CodeSlow, "slow client, reconnect later") })
+	cl.c.onGoAway(func() { cl.end("going_away", CodeGoingAway, "edge is shutting down") })
+	if !expires.IsZero() {
+		t := time.AfterFunc(time.Until(expires), func() {
+			cl.end("token_expired", CodeTokenExpired, "token expired: fetch a new one and reconnect")
+		})
+		defer t.Stop()
+	}
+
+	pos := make(hub.Positions, len(since)+len(start))
+	if !h.catchUp(cl, pos, start, since) {
+		return cl.finish()
+	}
+	cl.lastWrite.Store(time.Now().UnixNano())
+	cl.goLive(pos)
+
+	// An idle connection is pinged, so that proxies keep it and a dead
+	// peer is found; any write resets the wait.
+	ping := h.pinger(cl)
+	defer ping.Stop()
+
+	// Clients only listen: a data frame closes the connection with 1008.
+	// Reader also answers pings and returns when the connection closes.
+	if _, _, err := cl.ws.Reader(context.Background()); err == nil {
+		cl.end("policy", websocket.StatusPolicyViolation, "unexpected data message: clients only listen")
+	}
+	return cl.finish()
+}
+
+// catchUp writes the position frames and replays what the client missed on
+// each channel it resumes. The hub holds live messages meanwhile. False
+// means the connection is ending.
+func (h *Handler) catchUp(cl *wsClient, pos hub.Positions, start []*hub.Message, since map[string]uint64) bool {
+	for _, m := range start {
+		pos[m.Channel] = m.ID // what the hub holds up to it came before open
+		if err := cl.writeNow(m); err != nil {
+			return false
+		}
+	}
+	for ch, id := range since {
+		pos[ch] = id
+		err := h.opts.Broker.Replay(context.Background(), ch, id, func(m *hub.Message) error {
+			if !pos.Pass(m) {
+				return nil
+			}
+			return cl.writeNow(m)
+		})
+		if err != nil {
+			if !errors.As(err, new(writeError)) {
+				h.log.Warn("replay failed", "channel", ch, "since", id, "err", err)
+				cl.end("history_unavailable", websocket.StatusTryAgainLater, "history unavailable, reconnect later")
+			}
+			return false
+		}
+	}
+	return true
+}
+
+// finish waits for a close already begun, or marks the end as the
+// client's (or a failed write's), and returns the Observer's reason.
+func (cl *wsClient) finish() string {
+	cl.endOnce.Do(func() {
+		cl.why = "client"
+		if cl.wire.failed() != nil {
+			cl.why = "write_error"
+		}
+		close(cl.ended)
+	})
+	<-cl.ended
+	return cl.why
+}
+
+// pinger pings cl whenever it has had no frame for PingInterval; a client
+// that does not answer within the interval is dropped.
+func (h *Handler) pinger(cl *wsClient) *time.Timer {
+	every := h.opts.PingInterval
+	var t *time.Timer
+	t = time.AfterFunc(every, func() {
+		if idle := time.Since(time.Unix(0, cl.lastWrite.Load())); idle < every {
+			t.Reset(every - idle)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), every)
+		err := cl.ws.Ping(ctx)
+		cancel()
+		if err != nil {
+			cl.drop("ping_timeout")
+			return
+		}
+		cl.lastWrite.Store(time.Now().UnixNano())
+		t.Reset(every)
+	})
+	return t
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
