@@ -45,11 +45,14 @@ func Run(ctx context.Context, cfg Config) error {
 		QueueSize:  cfg.QueueSize,
 		QueueBytes: cfg.QueueBytes,
 	})
+	busCtx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBus()
+	fan := newFanout(h)
 	bus := redisbus.NewSubscriber(rdb, redisbus.SubscriberOptions{
 		Prefix: cfg.Prefix,
 		Logger: log,
-		Handle: func(e event.Event) { h.Publish(message(e)) },
-		Reset:  func(channel string, at uint64) { h.Publish(resetMessage(channel, at)) },
+		Handle: func(e event.Event) { fan.publish(busCtx, message(e)) },
+		Reset:  func(channel string, at uint64) { fan.publish(busCtx, resetMessage(channel, at)) },
 	})
 	authorize, watchKeys, err := newAuthorizer(cfg, log)
 	if err != nil {
@@ -118,13 +121,12 @@ func Run(ctx context.Context, cfg Config) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
-	busCtx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBus()
 	if err := debug.Serve(busCtx, cfg.PprofAddr, log); err != nil {
 		return fmt.Errorf("EDGE_PPROF_ADDR: %w", err)
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = bus.Run(busCtx) })
+	wg.Go(func() { fan.run(busCtx) })
 	wg.Go(func() { watchKeys(busCtx) })
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -83,11 +83,13 @@ func New(opts Options) *Hub {
 }
 
 // A Sink takes a subscriber's messages in place of a queue. Deliver is
-// called in publish order, from one goroutine at a time (not always the
-// same one), and must not block: it returns false when the subscriber
-// cannot take m (it fell too far behind), and the hub kicks it.
+// given one or more messages of one channel, in publish order, from one
+// goroutine at a time (not always the same one), and must not block: it
+// returns false when the subscriber cannot take them (it fell too far
+// behind), and the hub kicks it. A Sink that writes to a socket can send
+// what it is given in one write.
 type Sink interface {
-	Deliver(m *Message) bool
+	Deliver(ms []*Message) bool
 }
 
 // Message is one encoded frame and where it sits in its channel's stream. A
@@ -203,9 +205,20 @@ func (h *Hub) Unsubscribe(s *Subscriber) {
 // one goroutine per shard. Messages published from one goroutine reach
 // each subscriber in that order.
 func (h *Hub) Publish(m *Message) (delivered int) {
-	if len(h.shards) == 1 || h.Subscribers(m.Channel) < parallelMin {
+	return h.PublishBatch([]*Message{m})
+}
+
+// PublishBatch is Publish for several messages, in order, and returns the
+// deliveries made. Each run of consecutive messages on one channel reaches
+// a Sink in one Deliver call, so a client that is sent a run gets it in one
+// write: a fan-out that falls behind sends fewer, larger writes.
+func (h *Hub) PublishBatch(ms []*Message) (delivered int) {
+	if len(ms) == 0 {
+		return 0
+	}
+	if len(h.shards) == 1 || (len(ms) == 1 && h.Subscribers(ms[0].Channel) < parallelMin) {
 		for i := range h.shards {
-			delivered += h.publishShard(&h.shards[i], m)
+			delivered += h.publishShard(&h.shards[i], ms)
 		}
 		return delivered
 	}
@@ -214,47 +227,57 @@ func (h *Hub) Publish(m *Message) (delivered int) {
 		total atomic.Int64
 	)
 	for i := 1; i < len(h.shards); i++ {
-		wg.Go(func() { total.Add(int64(h.publishShard(&h.shards[i], m))) })
+		wg.Go(func() { total.Add(int64(h.publishShard(&h.shards[i], ms))) })
 	}
-	delivered = h.publishShard(&h.shards[0], m)
+	delivered = h.publishShard(&h.shards[0], ms)
 	wg.Wait()
 	return delivered + int(total.Load())
 }
 
-func (h *Hub) publishShard(sh *shard, m *Message) (delivered int) {
+func (h *Hub) publishShard(sh *shard, ms []*Message) (delivered int) {
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	for s := range sh.subs[m.Channel] {
-		if s.isKicked.Load() {
-			continue
+	for len(ms) > 0 {
+		n := 1
+		for n < len(ms) && ms[n].Channel == ms[0].Channel {
+			n++
 		}
-		if h.offer(s, m) {
-			delivered++
-		} else {
-			h.kick(s)
+		run := ms[:n]
+		ms = ms[n:]
+		for s := range sh.subs[run[0].Channel] {
+			if s.isKicked.Load() {
+				continue
+			}
+			if h.offer(s, run) {
+				delivered += len(run)
+			} else {
+				h.kick(s)
+			}
 		}
 	}
 	return delivered
 }
 
-// offer gives m to s's sink or queue, and reports whether s took it.
-func (h *Hub) offer(s *Subscriber, m *Message) bool {
+// offer gives run to s's sink or queue, and reports whether s took it all.
+func (h *Hub) offer(s *Subscriber, run []*Message) bool {
 	if s.sink != nil {
-		return s.sink.Deliver(m)
+		return s.sink.Deliver(run)
 	}
-	// A frame larger than the bound on its own still goes into an
-	// empty queue: otherwise one big message would cut every client.
-	if n := int64(len(m.Frame)); h.opts.QueueBytes > 0 {
-		if queued := s.bytes.Add(n) - n; queued > 0 && queued+n > int64(h.opts.QueueBytes) {
+	for _, m := range run {
+		// A frame larger than the bound on its own still goes into an
+		// empty queue: otherwise one big message would cut every client.
+		if n := int64(len(m.Frame)); h.opts.QueueBytes > 0 {
+			if queued := s.bytes.Add(n) - n; queued > 0 && queued+n > int64(h.opts.QueueBytes) {
+				return false
+			}
+		}
+		select {
+		case s.queue <- m:
+		default:
 			return false
 		}
 	}
-	select {
-	case s.queue <- m:
-		return true
-	default:
-		return false
-	}
+	return true
 }
 
 // kick cuts s off once. Safe under a shard's read lock: isKicked makes it

@@ -14,17 +14,21 @@ type recordSink struct {
 	mu    sync.Mutex
 	ids   []uint64
 	limit int
+	runs  []int        // messages per Deliver call
 	calls atomic.Int64 // Deliver calls, refused ones included
 }
 
-func (r *recordSink) Deliver(m *hub.Message) bool {
+func (r *recordSink) Deliver(ms []*hub.Message) bool {
 	r.calls.Add(1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.limit > 0 && len(r.ids) >= r.limit {
-		return false
+	r.runs = append(r.runs, len(ms))
+	for _, m := range ms {
+		if r.limit > 0 && len(r.ids) >= r.limit {
+			return false
+		}
+		r.ids = append(r.ids, m.ID)
 	}
-	r.ids = append(r.ids, m.ID)
 	return true
 }
 
@@ -100,6 +104,37 @@ func TestShardedPublishReachesAllInOrder(t *testing.T) {
 				t.Errorf("Subscribers = %d, Len = %d, want %d", h.Subscribers("c"), h.Len(), len(sinks)+1)
 			}
 		})
+	}
+}
+
+// A batch reaches each sink as runs of one channel, in order: a sink of
+// both channels gets a, a, then b, then a; a sink of one channel gets its
+// messages only.
+func TestPublishBatchRunsPerChannel(t *testing.T) {
+	t.Parallel()
+	h := hub.New(hub.Options{Shards: 2})
+	both, onlyA := &recordSink{}, &recordSink{}
+	h.Subscribe([]string{"a", "b"}, both)
+	h.Subscribe([]string{"a"}, onlyA)
+	q := h.Subscribe([]string{"a", "b"}, nil)
+	batch := []*hub.Message{
+		{Channel: "a", ID: 1, Frame: []byte("a1")}, {Channel: "a", ID: 2, Frame: []byte("a2")},
+		{Channel: "b", ID: 1, Frame: []byte("b1")}, {Channel: "a", ID: 3, Frame: []byte("a3")},
+	}
+	if n := h.PublishBatch(batch); n != 4+3+4 {
+		t.Errorf("PublishBatch delivered %d, want 11", n)
+	}
+	if got := fmt.Sprint(both.got(), both.runs); got != "[1 2 1 3] [2 1 1]" {
+		t.Errorf("sink of a and b: ids and runs %s, want [1 2 1 3] [2 1 1]", got)
+	}
+	if got := fmt.Sprint(onlyA.got(), onlyA.runs); got != "[1 2 3] [2 1]" {
+		t.Errorf("sink of a: ids and runs %s, want [1 2 3] [2 1]", got)
+	}
+	if got := fmt.Sprint(drain(q)); got != "[a1 a2 b1 a3]" {
+		t.Errorf("queue got %s, want [a1 a2 b1 a3]", got)
+	}
+	if h.PublishBatch(nil) != 0 {
+		t.Error("an empty batch delivered something")
 	}
 }
 

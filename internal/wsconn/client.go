@@ -84,30 +84,41 @@ func newWSClient(h *Handler) *wsClient {
 }
 
 // Deliver is the hub's way in: never blocking, false if the client is too
-// far behind (the hub then kicks it).
-func (cl *wsClient) Deliver(m *hub.Message) bool {
+// far behind (the hub then kicks it). What one call is given leaves in one
+// write.
+func (cl *wsClient) Deliver(ms []*hub.Message) bool {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if !cl.live {
-		if len(cl.held) >= cl.h.opts.QueueSize || (len(cl.held) > 0 && cl.heldBytes+len(m.Frame) > cl.h.opts.QueueBytes) {
+		for _, m := range ms {
+			if len(cl.held) >= cl.h.opts.QueueSize || (len(cl.held) > 0 && cl.heldBytes+len(m.Frame) > cl.h.opts.QueueBytes) {
+				return false
+			}
+			cl.held = append(cl.held, m)
+			cl.heldBytes += len(m.Frame)
+		}
+		return true
+	}
+	bytes, frames := cl.wire.queued()
+	cl.wire.hold()
+	n := 0
+	defer func() { cl.wire.release(n) }()
+	for _, m := range ms {
+		if !cl.pos.Pass(m) {
+			continue
+		}
+		// A frame larger than the bound on its own is still taken by an
+		// empty queue: otherwise one big message would cut every client.
+		if frames+n >= cl.h.opts.QueueSize || (bytes > 0 && bytes+len(m.Frame) > cl.h.opts.QueueBytes) {
 			return false
 		}
-		cl.held = append(cl.held, m)
-		cl.heldBytes += len(m.Frame)
-		return true
+		if !cl.write(m) {
+			return true // a failed write ends the connection, not as "slow"
+		}
+		n++
+		bytes += len(m.Frame) + 14 // at most 14 bytes of frame header
 	}
-	if !cl.pos.Pass(m) {
-		return true
-	}
-	// A frame larger than the bound on its own is still taken by an
-	// empty queue: otherwise one big message would cut every client.
-	if bytes, frames := cl.wire.queued(); frames >= cl.h.opts.QueueSize || (bytes > 0 && bytes+len(m.Frame) > cl.h.opts.QueueBytes) {
-		return false
-	}
-	cl.wire.hold()
-	ok := cl.write(m)
-	cl.wire.release(b2i(ok))
-	return true // a failed write ends the connection, not as "slow"
+	return true
 }
 
 // write encodes m into the wire; the caller holds the wire.
