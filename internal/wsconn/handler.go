@@ -249,8 +249,6 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 	if !ok {
 		return
 	}
-	defer h.unsubscribe(sub)
-
 	start := h.positions(chans, since) // before open: see Broker.Position
 	rec := &hijackRecorder{ResponseWriter: w, timeout: h.opts.WriteTimeout}
 	ws, err := websocket.Accept(rec, r, &websocket.AcceptOptions{
@@ -260,20 +258,32 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 		Subprotocols: []string{"pgrelay"},
 	})
 	if err != nil {
+		h.unsubscribe(sub)
 		h.log.Info("client refused", "reason", "bad_request", "msg", err.Error(), "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
 		h.opts.Observer.Refused("bad_request")
 		return // Accept has answered the request (403 for a foreign origin)
 	}
-	defer rec.conn.Close() // runs last: whatever happened, the socket is gone
-	defer ws.CloseNow()
-
 	c := &conn{goAway: make(chan struct{}), raw: rec.conn}
 	cl.ws, cl.c, cl.wire = ws, c, rec.wire
 	if !h.track(c) {
 		c.closeWith(ws, CodeGoingAway, "edge is shutting down")
+		_ = rec.conn.Close()
+		h.unsubscribe(sub)
 		return
 	}
-	defer h.untrack(c)
+	// The client gets a goroutine of its own and this one returns: net/http
+	// then lets go of what it kept for the request (its 4 KiB + 4 KiB
+	// buffers, the headers, a deep stack) for as long as the client stays.
+	go h.run(cl, sub, start, since, expires, r.RemoteAddr)
+}
+
+// run serves an upgraded client until it is gone, then lets go of its
+// subscription, socket and slot.
+func (h *Handler) run(cl *wsClient, sub *hub.Subscriber, start []*hub.Message, since map[string]uint64, expires time.Time, remote string) {
+	defer h.unsubscribe(sub)
+	defer cl.c.raw.Close() // runs before unsubscribe: whatever happened, the socket is gone
+	defer cl.ws.CloseNow()
+	defer h.untrack(cl.c)
 
 	h.opts.Observer.Connected("ws")
 	reason := h.serve(cl, sub, start, since, expires)
@@ -281,7 +291,7 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 	if reason == "slow" {
 		bytes, frames := cl.wire.queued()
 		if n, ok := h.refusals.allow("slow"); ok {
-			h.log.Warn("slow client cut off", "remote", r.RemoteAddr, "channels", chans,
+			h.log.Warn("slow client cut off", "remote", remote, "channels", sub.Channels(),
 				"queued", frames, "queued_bytes", bytes, "suppressed", n)
 		}
 	}
