@@ -58,11 +58,11 @@ func (b *broker) Replay(ctx context.Context, channel string, after uint64, yield
 }
 
 func message(e event.Event) *hub.Message {
-	return &hub.Message{Channel: e.Channel, ID: eventID(e), Frame: e.Frame(), Published: e.TS}
+	return wsconn.Encode(&hub.Message{Channel: e.Channel, ID: eventID(e), Frame: e.Frame(), Published: e.TS})
 }
 
 func resetMessage(channel string, at uint64) *hub.Message {
-	return &hub.Message{Channel: channel, ID: at, Frame: event.ResetFrame(channel, at), Reset: true}
+	return wsconn.Encode(&hub.Message{Channel: channel, ID: at, Frame: event.ResetFrame(channel, at), Reset: true})
 }
 
 // eventID is e's id as a number; events from redisbus have been checked.

@@ -99,8 +99,11 @@ type Message struct {
 	Channel string
 	// ID is the message's id; for a reset, the last id lost.
 	ID uint64
-	// Frame is the encoded WebSocket text frame, encoded once for all.
+	// Frame is the encoded message (JSON), encoded once for all.
 	Frame []byte
+	// Wire, if set, is Frame as the WebSocket frame sent to clients,
+	// header included, also encoded once for all (see wsconn.Encode).
+	Wire []byte
 	// Reset marks a frame telling clients that messages up to ID are lost.
 	Reset bool
 	// Position marks a frame telling a client where a channel stands.

@@ -121,9 +121,19 @@ func (cl *wsClient) Deliver(ms []*hub.Message) bool {
 	return true
 }
 
-// write encodes m into the wire; the caller holds the wire.
+// write puts m on the wire; the caller holds the wire. A message encoded
+// with Encode is appended as it is. Otherwise the library encodes it, as
+// it does its own frames (pings, pongs, closes): each of those reaches the
+// wire whole, in one Write, since it fits the write buffer and the
+// library flushes after every frame, so the two never interleave.
 func (cl *wsClient) write(m *hub.Message) bool {
-	if err := cl.ws.Write(context.Background(), websocket.MessageText, m.Frame); err != nil {
+	var err error
+	if m.Wire != nil {
+		_, err = cl.wire.Write(m.Wire)
+	} else {
+		err = cl.ws.Write(context.Background(), websocket.MessageText, m.Frame)
+	}
+	if err != nil {
 		return false
 	}
 	now := time.Now()

@@ -346,7 +346,7 @@ func (h *Handler) positions(chans []string, since map[string]uint64) []*hub.Mess
 			continue
 		}
 		if id := h.opts.Broker.Position(ch); id > 0 {
-			out = append(out, &hub.Message{Channel: ch, ID: id, Frame: event.PositionFrame(ch, id), Position: true})
+			out = append(out, Encode(&hub.Message{Channel: ch, ID: id, Frame: event.PositionFrame(ch, id), Position: true}))
 		}
 	}
 	return out
