@@ -51,11 +51,11 @@ func NewEdge(reg prometheus.Registerer, src EdgeSources, labelChannels []string)
 		}, []string{"transport", "reason"}),
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgrelay_edge_messages_delivered_total",
-			Help: "Messages written to clients (one per client per message).",
+			Help: "Messages handed to clients' sockets, or queued for a socket that is full (one per client per message).",
 		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pgrelay_edge_delivery_latency_seconds",
-			Help:    "Time from the relay publishing a message to the edge having written it to a client's socket.",
+			Help:    "Time from the relay publishing a message to the edge having handed it to a client's socket (or queued it, when the socket is full).",
 			Buckets: latencyBuckets,
 		}),
 	}
