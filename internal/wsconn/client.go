@@ -66,6 +66,7 @@ type wsClient struct {
 
 	mu        sync.Mutex
 	live      bool
+	closing   bool // the close has begun: nothing more is written (RFC 6455 §5.5.1)
 	held      []*hub.Message
 	heldBytes int
 	pos       hub.Positions
@@ -89,6 +90,9 @@ func newWSClient(h *Handler) *wsClient {
 func (cl *wsClient) Deliver(ms []*hub.Message) bool {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
+	if cl.closing {
+		return true // the client is going: not slow
+	}
 	if !cl.live {
 		for _, m := range ms {
 			if len(cl.held) >= cl.h.opts.QueueSize || (len(cl.held) > 0 && cl.heldBytes+len(m.Frame) > cl.h.opts.QueueBytes) {
@@ -146,9 +150,14 @@ func (cl *wsClient) write(m *hub.Message) bool {
 // replay), waiting while too much is queued: a replay goes at the client's
 // pace.
 func (cl *wsClient) writeNow(m *hub.Message) error {
-	cl.wire.hold()
-	ok := cl.write(m)
-	cl.wire.release(b2i(ok))
+	cl.mu.Lock()
+	ok := !cl.closing
+	if ok {
+		cl.wire.hold()
+		ok = cl.write(m)
+		cl.wire.release(b2i(ok))
+	}
+	cl.mu.Unlock()
 	if !ok {
 		return writeError{net.ErrClosed}
 	}
@@ -167,7 +176,7 @@ func (cl *wsClient) goLive(pos hub.Positions) {
 	cl.wire.hold()
 	n := 0
 	for _, m := range cl.held {
-		if pos.Pass(m) && cl.write(m) {
+		if !cl.closing && pos.Pass(m) && cl.write(m) {
 			n++
 		}
 	}
@@ -178,10 +187,14 @@ func (cl *wsClient) goLive(pos hub.Positions) {
 
 // end closes the connection with code and text, once, from a goroutine of
 // its own (it waits for the client's answer, at most closeGrace); why is
-// the reason given to the Observer.
+// the reason given to the Observer. The caller must not hold cl.mu.
 func (cl *wsClient) end(why string, code websocket.StatusCode, text string) {
 	cl.endOnce.Do(func() {
 		cl.why = why
+		// No frame of ours may follow the close frame: writes stop first.
+		cl.mu.Lock()
+		cl.closing = true
+		cl.mu.Unlock()
 		go func() {
 			defer close(cl.ended)
 			cl.c.closeWith(cl.ws, code, text)
