@@ -6,10 +6,16 @@
 // a standby: it waits in pg_advisory_lock (or, with LockRetryInterval, polls
 // pg_try_advisory_lock) and has not run LISTEN, so it can never receive (or
 // publish) anything. Once it holds the lock it LISTENs on every channel and
-// passes each notification to Handle. If the connection dies, PostgreSQL
+// passes the notifications to Handle. If the connection dies, PostgreSQL
 // frees the lock and a waiting standby takes over at once; this one has
 // nothing left to publish. Any error (connection, Handle, Drain) closes the
 // connection, which gives up the lock, and Run reconnects with backoff.
+//
+// With Handle, the leader reads notifications into a queue of MaxBatch while
+// a second goroutine passes what is queued to Handle: all that arrived
+// during one call go to the next one together (group commit), and one that
+// arrives while Handle is idle goes at once, alone. A full queue stops the
+// reading; PostgreSQL buffers the rest.
 //
 // Dead connections are noticed on both ends: the leader pings after
 // PingInterval of silence and gives up after PingTimeout, and SetTCP makes
@@ -23,8 +29,9 @@
 // DrainInterval, so that a missed wake costs at most one interval. Drain
 // reads the rows to publish itself; Handle is not used.
 //
-// Run is not safe to call twice at once; OnRole, OnDropped, CanLead, Handle
-// and Drain are called from Run's goroutine.
+// Run is not safe to call twice at once; OnRole, OnDropped, CanLead and
+// Drain are called from Run's goroutine, Handle from a goroutine of the
+// session's, never two calls at once.
 package pglisten
 
 import (
@@ -60,6 +67,12 @@ func (r Role) String() string {
 	}
 }
 
+// Notification is one notification the leader received.
+type Notification struct {
+	Channel, Payload string
+	Received         time.Time // when it was read off the connection
+}
+
 // Config configures a Listener. ConnConfig, Channels and one of Handle or
 // Drain are required.
 type Config struct {
@@ -73,13 +86,20 @@ type Config struct {
 	// Channels to LISTEN on. Names are quoted, so any name PostgreSQL accepts
 	// as a quoted identifier works.
 	Channels []string
-	// Handle publishes one notification. An error gives up leadership and
-	// reconnects. It runs on Run's goroutine, so it delays the next
-	// notification: keep it bounded with a timeout. Its ctx is not cancelled
-	// when Run's is, so that a graceful stop lets the publish in flight (and
-	// those of the notifications already received) finish before the
-	// session, and the lock, are let go.
-	Handle func(ctx context.Context, channel, payload string) error
+	// Handle publishes notifications, in the order they were received:
+	// each call gets all those that arrived during the previous call (up to
+	// MaxBatch), or a lone one as soon as it arrives. The slice is reused
+	// once Handle returns. An error gives up leadership and reconnects; the
+	// notifications of a failed call are Handle's to log and count (OnDropped
+	// is not told of them). While it runs, at most MaxBatch more are read:
+	// keep it bounded with a timeout. Its ctx is not cancelled when Run's is,
+	// so that a graceful stop lets the publish in flight (and those of the
+	// notifications already received) finish before the session, and the
+	// lock, are let go.
+	Handle func(ctx context.Context, batch []Notification) error
+	// MaxBatch is the most notifications one Handle call gets, and the most
+	// read ahead while it runs. Zero means 256.
+	MaxBatch int
 	// Drain, instead of Handle, makes notifications a wake-up only: the
 	// leader calls Drain on its connection once LISTEN is done, after each
 	// notification, and after every DrainInterval without one. Notifications
@@ -100,8 +120,8 @@ type Config struct {
 	OnRole func(Role)
 	// OnDropped is told how many notifications the leader had received but
 	// not passed to Handle when its session ended by an error (they are
-	// lost; each is also logged). Optional; must not block. Notifications
-	// still in the socket's buffers at that moment cannot be counted.
+	// lost, and logged). Optional; must not block. Notifications still in
+	// the socket's buffers at that moment cannot be counted.
 	OnDropped func(n int)
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
@@ -133,6 +153,8 @@ type Listener struct {
 	log     *slog.Logger
 	role    Role
 	reached bool // the current session became a standby or the leader
+
+	readHook func(Notification) // tests: told of each notification read, before it is queued
 }
 
 // New checks cfg and returns a Listener.
@@ -158,6 +180,9 @@ func New(cfg Config) (*Listener, error) {
 	}
 	if cfg.PingTimeout <= 0 {
 		cfg.PingTimeout = cfg.PingInterval
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 256
 	}
 	if cfg.DrainInterval <= 0 {
 		cfg.DrainInterval = cfg.PingInterval
@@ -229,56 +254,29 @@ func (l *Listener) runOnce(ctx context.Context) error {
 		}
 	}
 	l.setRole(RoleLeader)
-	if l.cfg.Drain != nil {
-		// LISTEN first, then catch up: a row committed after this drain
-		// began sends a wake that this session receives.
-		if err := l.drain(ctx, conn); err != nil {
-			return err
-		}
-		return l.listen(ctx, conn)
+	if l.cfg.Drain == nil {
+		return l.serve(ctx, conn)
 	}
-	err = l.listen(ctx, conn)
-	if ctx.Err() != nil {
-		// A graceful stop: this session still holds the lock, so what it
-		// has received is its to publish before it lets go.
-		l.flushReceived(ctx, conn)
-	} else if n := len(takeReceived(conn)); n > 0 {
-		l.log.Error("notifications dropped: the session ended before they were published", "count", n, "err", err)
-		if l.cfg.OnDropped != nil {
-			l.cfg.OnDropped(n)
-		}
+	// LISTEN first, then catch up: a row committed after this drain began
+	// sends a wake that this session receives.
+	if err := l.drain(ctx, conn); err != nil {
+		return err
 	}
-	return err
-}
-
-// flushReceived passes the notifications conn has already received to
-// Handle, with a context that is not cancelled (Handle bounds itself).
-func (l *Listener) flushReceived(ctx context.Context, conn *pgx.Conn) {
-	notes := takeReceived(conn)
-	for i, n := range notes {
-		if err := l.cfg.Handle(context.WithoutCancel(ctx), n.Channel, n.Payload); err != nil {
-			// Handle logs and counts its own failure; the rest are lost.
-			if rest := len(notes) - i - 1; rest > 0 {
-				l.log.Error("notifications dropped: the session ended before they were published", "count", rest, "err", err)
-				if l.cfg.OnDropped != nil {
-					l.cfg.OnDropped(rest)
-				}
-			}
-			return
-		}
-	}
-	if len(notes) > 0 {
-		l.log.Info("published the notifications received before stopping", "count", len(notes))
-	}
+	return l.listen(ctx, conn, func(*pgconn.Notification) error {
+		discardReceived(conn)
+		return l.drain(ctx, conn)
+	})
 }
 
 // takeReceived returns the notifications conn has received and not yet
 // returned: those pgx has parsed, then those already read off the socket
 // or arriving within a millisecond. It stops at the first wait that yields
-// nothing, so on a broken connection it returns at once.
+// nothing, so on a broken connection it returns at once, and after 100ms in
+// all, so that a steady flow of notifications cannot hold it (and a
+// graceful stop) forever.
 func takeReceived(conn *pgx.Conn) []*pgconn.Notification {
 	var notes []*pgconn.Notification
-	for {
+	for end := time.Now().Add(100 * time.Millisecond); time.Now().Before(end); {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 		n, _ := conn.WaitForNotification(ctx)
 		cancel()
@@ -287,12 +285,13 @@ func takeReceived(conn *pgx.Conn) []*pgconn.Notification {
 		}
 		notes = append(notes, n)
 	}
+	return notes
 }
 
-// listen hands notifications to Handle (or wakes Drain) until an error or
-// ctx ends. While the connection is idle it pings (or drains), so a dead one
-// is noticed within about two intervals even when no notification arrives.
-func (l *Listener) listen(ctx context.Context, conn *pgx.Conn) error {
+// listen passes each notification to received until either fails or ctx
+// ends. While the connection is idle it pings (or drains), so a dead one is
+// noticed within about two intervals even when no notification arrives.
+func (l *Listener) listen(ctx context.Context, conn *pgx.Conn, received func(*pgconn.Notification) error) error {
 	idle := l.cfg.PingInterval
 	if l.cfg.Drain != nil {
 		idle = l.cfg.DrainInterval
@@ -325,15 +324,8 @@ func (l *Listener) listen(ctx context.Context, conn *pgx.Conn) error {
 			}
 			continue
 		}
-		if l.cfg.Drain != nil {
-			discardReceived(conn)
-			if err := l.drain(ctx, conn); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := l.cfg.Handle(context.WithoutCancel(ctx), n.Channel, n.Payload); err != nil {
-			return fmt.Errorf("handle notification on %q: %w", n.Channel, err)
+		if err := received(n); err != nil {
+			return err
 		}
 	}
 }

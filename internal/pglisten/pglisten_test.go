@@ -54,11 +54,14 @@ type options struct {
 	handle   func(ctx context.Context, channel, payload string) error // runs before the notification is recorded; nil records only
 	canLead  func(ctx context.Context) error
 	ping     time.Duration
-	drain    func(ctx context.Context, conn *pgx.Conn) error // set: Drain instead of Handle
-	interval time.Duration                                   // DrainInterval
-	poll     time.Duration                                   // LockRetryInterval: 0 waits in pg_advisory_lock
-	params   map[string]string                               // extra connection parameters
-	dropped  func(n int)                                     // OnDropped
+	drain    func(ctx context.Context, conn *pgx.Conn) error                // set: Drain instead of Handle
+	interval time.Duration                                                  // DrainInterval
+	poll     time.Duration                                                  // LockRetryInterval: 0 waits in pg_advisory_lock
+	params   map[string]string                                              // extra connection parameters
+	dropped  func(n int)                                                    // OnDropped
+	batch    func(ctx context.Context, batch []pglisten.Notification) error // set: Handle itself (notes records nothing)
+	maxBatch int                                                            // MaxBatch
+	read     func(pglisten.Notification)                                    // the read hook (SetReadHook)
 }
 
 func lockKey() int64 { return rand.Int64() }
@@ -89,20 +92,28 @@ func start(t *testing.T, key int64, o options) *listener {
 			logs.mu.Unlock()
 		}
 	})
-	handle := func(ctx context.Context, channel, payload string) error {
-		var err error
-		if o.handle != nil {
-			err = o.handle(ctx, channel, payload)
+	handle := func(ctx context.Context, batch []pglisten.Notification) error {
+		for _, n := range batch {
+			var err error
+			if o.handle != nil {
+				err = o.handle(ctx, n.Channel, n.Payload)
+			}
+			select {
+			case l.notes <- note{n.Channel, n.Payload}:
+			default:
+				t.Errorf("%s: notification buffer full", l.name)
+			}
+			if err != nil {
+				return err
+			}
 		}
-		select {
-		case l.notes <- note{channel, payload}:
-		default:
-			t.Errorf("%s: notification buffer full", l.name)
-		}
-		return err
+		return nil
 	}
-	if o.drain != nil {
+	switch {
+	case o.drain != nil:
 		handle = nil
+	case o.batch != nil:
+		handle = o.batch
 	}
 	ln, err := pglisten.New(pglisten.Config{
 		ConnConfig:    cfg,
@@ -126,11 +137,15 @@ func start(t *testing.T, key int64, o options) *listener {
 		OnDropped:         o.dropped,
 		LockRetryInterval: o.poll,
 		PingInterval:      o.ping,
+		MaxBatch:          o.maxBatch,
 		MinBackoff:        10 * time.Millisecond,
 		MaxBackoff:        50 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.read != nil {
+		ln.SetReadHook(o.read)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
@@ -228,7 +243,7 @@ func TestNewRequiresConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	handle := func(context.Context, string, string) error { return nil }
+	handle := func(context.Context, []pglisten.Notification) error { return nil }
 	drain := func(context.Context, *pgx.Conn) error { return nil }
 	for _, tc := range []struct {
 		name string

@@ -88,20 +88,8 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			return nil
 		},
-		Handle: func(ctx context.Context, channel, payload string) error {
-			start := time.Now()
-			m.Received()
-			ctx, cancel := context.WithTimeout(ctx, cfg.PublishTimeout)
-			defer cancel()
-			id, err := pub.Publish(ctx, channel, payload)
-			if err != nil {
-				m.PublishFailed()
-				log.Error("notification dropped: publish failed", "channel", channel, "bytes", len(payload), "err", err)
-				return err
-			}
-			m.Published(time.Since(start))
-			log.Debug("published", "channel", channel, "id", id, "bytes", len(payload))
-			return nil
+		Handle: func(ctx context.Context, batch []pglisten.Notification) error {
+			return publishBatch(ctx, pub, m, log, cfg.PublishTimeout, batch)
 		},
 	}
 	if cfg.Source == SourceOutbox {
@@ -162,6 +150,41 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("http shutdown", "err", serr)
 	}
 	log.Info("relay stopped")
+	return err
+}
+
+// publishBatch publishes the notifications pglisten received during the
+// previous publish in one round trip to Redis, and records each: its latency
+// runs from its own arrival, so time spent queued behind a publish counts.
+func publishBatch(ctx context.Context, pub *redisbus.Publisher, m *metrics.Relay, log *slog.Logger,
+	timeout time.Duration, batch []pglisten.Notification) error {
+	msgs := make([]redisbus.Message, len(batch))
+	for i, n := range batch {
+		m.Received()
+		msgs[i] = redisbus.Message{Channel: n.Channel, Payload: n.Payload}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	ids, err := pub.PublishBatch(ctx, msgs)
+	now := time.Now()
+	debug := log.Enabled(ctx, slog.LevelDebug)
+	failed := 0
+	for i, n := range batch {
+		if ids[i] == "" {
+			m.PublishFailed()
+			failed++
+			continue
+		}
+		m.Published(now.Sub(n.Received))
+		if debug {
+			log.Debug("published", "channel", n.Channel, "id", ids[i], "bytes", len(n.Payload))
+		}
+	}
+	if err != nil {
+		// One line for the batch (when Redis is down, all of it fails),
+		// worded as the line once per notification was, for log searches.
+		log.Error("notification dropped: publish failed", "count", failed, "batch", len(batch), "err", err)
+	}
 	return err
 }
 
