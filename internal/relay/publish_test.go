@@ -111,7 +111,7 @@ func TestRunPublishesABurstInOrder(t *testing.T) {
 	}
 }
 
-// publishBatch counts and times each message on its own: a message Redis
+// The notify source's Handle counts and times each message on its own: a message Redis
 // refuses is a failure, the others of its batch are published, and their
 // latency runs from their arrival, not from the start of the batch.
 func TestPublishBatchCountsEachMessage(t *testing.T) {
@@ -133,8 +133,9 @@ func TestPublishBatchCountsEachMessage(t *testing.T) {
 		{Channel: "bad", Payload: "2", Received: arrived},
 		{Channel: "ok", Payload: "3", Received: arrived},
 	}
-	if err := publishBatch(context.Background(), pub, m, log, 5*time.Second, batch); err == nil {
-		t.Error("publishBatch returned nil although a message failed")
+	p := notifyPublisher{pub: pub, m: m, log: log, timeout: 5 * time.Second}
+	if err := p.publish(context.Background(), batch); err == nil {
+		t.Error("publish returned nil although a message failed")
 	}
 	got := gather(t, reg)
 	for name, want := range map[string]float64{

@@ -88,9 +88,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			return nil
 		},
-		Handle: func(ctx context.Context, batch []pglisten.Notification) error {
-			return publishBatch(ctx, pub, m, log, cfg.PublishTimeout, batch)
-		},
+		Handle: notifyPublisher{pub: pub, m: m, log: log, timeout: cfg.PublishTimeout}.publish,
 	}
 	if cfg.Source == SourceOutbox {
 		var err error
@@ -153,19 +151,27 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-// publishBatch publishes the notifications pglisten received during the
-// previous publish in one round trip to Redis, and records each: its latency
-// runs from its own arrival, so time spent queued behind a publish counts.
-func publishBatch(ctx context.Context, pub *redisbus.Publisher, m *metrics.Relay, log *slog.Logger,
-	timeout time.Duration, batch []pglisten.Notification) error {
+// notifyPublisher is the notify source's Handle.
+type notifyPublisher struct {
+	pub     *redisbus.Publisher
+	m       *metrics.Relay
+	log     *slog.Logger
+	timeout time.Duration // RELAY_PUBLISH_TIMEOUT, for the whole batch
+}
+
+// publish publishes the notifications pglisten received during the previous
+// publish in one round trip to Redis, and records each: its latency runs
+// from its own arrival, so time spent queued behind a publish counts.
+func (p notifyPublisher) publish(ctx context.Context, batch []pglisten.Notification) error {
+	m, log := p.m, p.log
 	msgs := make([]redisbus.Message, len(batch))
 	for i, n := range batch {
 		m.Received()
 		msgs[i] = redisbus.Message{Channel: n.Channel, Payload: n.Payload}
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	ids, err := pub.PublishBatch(ctx, msgs)
+	ids, err := p.pub.PublishBatch(ctx, msgs)
 	now := time.Now()
 	debug := log.Enabled(ctx, slog.LevelDebug)
 	failed := 0
