@@ -83,8 +83,10 @@ func New(opts Options) *Hub {
 }
 
 // A Sink takes a subscriber's messages in place of a queue. Deliver is
-// given one or more messages of one channel, in publish order, from one
-// goroutine at a time (not always the same one), and must not block: it
+// given one or more messages of one channel, in publish order, and must
+// not block. Messages published from one goroutine reach it from one
+// goroutine at a time (not always the same one); with several publishers,
+// calls may overlap, so it must be safe for concurrent use. It
 // returns false when the subscriber cannot take them (it fell too far
 // behind), and the hub kicks it. A Sink that writes to a socket can send
 // what it is given in one write.

@@ -8,6 +8,9 @@ type Positions map[string]uint64
 
 // Pass reports whether m is new to the client, and records it if so.
 func (p Positions) Pass(m *Message) bool {
+	if len(p) == 0 { // most clients resume nothing: skip the lookup
+		return true
+	}
 	last, tracked := p[m.Channel]
 	if !tracked {
 		return true

@@ -103,10 +103,10 @@ func (cl *wsClient) Deliver(ms []*hub.Message) bool {
 		}
 		return true
 	}
-	bytes, frames := cl.wire.queued()
-	cl.wire.hold()
+	bytes, frames := cl.wire.hold()
 	n := 0
 	defer func() { cl.wire.release(n) }()
+	now := time.Now()
 	for _, m := range ms {
 		if !cl.pos.Pass(m) {
 			continue
@@ -116,7 +116,7 @@ func (cl *wsClient) Deliver(ms []*hub.Message) bool {
 		if frames+n >= cl.h.opts.QueueSize || (bytes > 0 && bytes+len(m.Frame) > cl.h.opts.QueueBytes) {
 			return false
 		}
-		if !cl.write(m) {
+		if !cl.write(m, now) {
 			return true // a failed write ends the connection, not as "slow"
 		}
 		n++
@@ -130,7 +130,7 @@ func (cl *wsClient) Deliver(ms []*hub.Message) bool {
 // it does its own frames (pings, pongs, closes): each of those reaches the
 // wire whole, in one Write, since it fits the write buffer and the
 // library flushes after every frame, so the two never interleave.
-func (cl *wsClient) write(m *hub.Message) bool {
+func (cl *wsClient) write(m *hub.Message, now time.Time) bool {
 	var err error
 	if m.Wire != nil {
 		_, err = cl.wire.Write(m.Wire)
@@ -140,7 +140,6 @@ func (cl *wsClient) write(m *hub.Message) bool {
 	if err != nil {
 		return false
 	}
-	now := time.Now()
 	cl.lastWrite.Store(now.UnixNano())
 	cl.h.opts.Observer.Delivered(m, now)
 	return true
@@ -153,8 +152,8 @@ func (cl *wsClient) writeNow(m *hub.Message) error {
 	cl.mu.Lock()
 	ok := !cl.closing
 	if ok {
-		cl.wire.hold()
-		ok = cl.write(m)
+		_, _ = cl.wire.hold()
+		ok = cl.write(m, time.Now())
 		cl.wire.release(b2i(ok))
 	}
 	cl.mu.Unlock()
@@ -173,10 +172,11 @@ func (cl *wsClient) goLive(pos hub.Positions) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	cl.pos = pos
-	cl.wire.hold()
+	_, _ = cl.wire.hold()
 	n := 0
+	now := time.Now()
 	for _, m := range cl.held {
-		if !cl.closing && pos.Pass(m) && cl.write(m) {
+		if !cl.closing && pos.Pass(m) && cl.write(m, now) {
 			n++
 		}
 	}
@@ -226,7 +226,7 @@ func (h *Handler) serve(cl *wsClient, sub *hub.Subscriber, start []*hub.Message,
 
 	pos := make(hub.Positions, len(since)+len(start))
 	if !h.catchUp(cl, pos, start, since) {
-		return cl.finish()
+		return cl.finish(nil)
 	}
 	cl.lastWrite.Store(time.Now().UnixNano())
 	cl.goLive(pos)
@@ -238,10 +238,11 @@ func (h *Handler) serve(cl *wsClient, sub *hub.Subscriber, start []*hub.Message,
 
 	// Clients only listen: a data frame closes the connection with 1008.
 	// Reader also answers pings and returns when the connection closes.
-	if _, _, err := cl.ws.Reader(context.Background()); err == nil {
+	_, _, err := cl.ws.Reader(context.Background())
+	if err == nil {
 		cl.end("policy", websocket.StatusPolicyViolation, "unexpected data message: clients only listen")
 	}
-	return cl.finish()
+	return cl.finish(err)
 }
 
 // catchUp writes the position frames and replays what the client missed on
@@ -275,10 +276,12 @@ func (h *Handler) catchUp(cl *wsClient, pos hub.Positions, start []*hub.Message,
 
 // finish waits for a close already begun, or marks the end as the
 // client's (or a failed write's), and returns the Observer's reason.
-func (cl *wsClient) finish() string {
+func (cl *wsClient) finish(readErr error) string {
 	cl.endOnce.Do(func() {
 		cl.why = "client"
-		if cl.wire.failed() != nil {
+		// A close from the client ends the reader with its status; a
+		// write to the socket closed after it is not a write error.
+		if websocket.CloseStatus(readErr) == -1 && cl.wire.failed() != nil {
 			cl.why = "write_error"
 		}
 		close(cl.ended)

@@ -36,8 +36,8 @@ type wire struct {
 }
 
 // maxIdleBuffer is the largest pending buffer kept once empty: a burst may
-// grow it, an idle client should not keep that memory.
-const maxIdleBuffer = 16 << 10
+// grow it, and 15,000 idle clients should not keep 16 KiB each.
+const maxIdleBuffer = 4 << 10
 
 func newWire(raw net.Conn, timeout time.Duration, onError func()) *wire {
 	w := &wire{raw: raw, timeout: timeout, onError: onError}
@@ -65,11 +65,14 @@ func (w *wire) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// hold defers sending until the matching release.
-func (w *wire) hold() {
+// hold defers sending until the matching release, and returns the bytes
+// and frames waiting at that moment (see queued).
+func (w *wire) hold() (bytes, frames int) {
 	w.mu.Lock()
 	w.holds++
+	bytes, frames = len(w.pending), w.frames
 	w.mu.Unlock()
+	return bytes, frames
 }
 
 // release ends a hold; frames counts the frames written during it. The
