@@ -20,7 +20,9 @@ type fanout struct {
 // Redis reader waits too, and the most handed to the hub at once.
 const (
 	fanoutQueue = 4096
-	fanoutBatch = 256
+	// fanoutBatch stays well under EDGE_QUEUE_SIZE's default (256): one
+	// batch alone must not look like a client falling behind.
+	fanoutBatch = 64
 )
 
 func newFanout(h *hub.Hub) *fanout {
