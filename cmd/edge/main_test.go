@@ -14,6 +14,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 	}{
 		{"bad redis url", "EDGE_REDIS_URL", "http://nope"},
 		{"zero queue", "EDGE_QUEUE_SIZE", "0"},
+		{"negative send buffer", "EDGE_SEND_BUFFER", "-1"},
 		{"not a number", "EDGE_MAX_CHANNELS", "many"},
 		{"negative drain", "EDGE_DRAIN_TIMEOUT", "-1s"},
 		{"bad log format", "EDGE_LOG_FORMAT", "xml"},

@@ -179,3 +179,37 @@ func TestIdlePeerWithoutPongIsDropped(t *testing.T) {
 		t.Fatalf("clients = %v: the peer that answers pings was dropped too", v)
 	}
 }
+
+// With a capped socket send buffer (EDGE_SEND_BUFFER), a client that stops
+// reading is cut off once about EDGE_QUEUE_SIZE messages wait for it, not
+// after the kernel has taken megabytes for it: with autotuning (up to 4 MiB
+// here), the 2,000 messages of ~1 KB would all fit in its send buffer and
+// it would never be cut.
+func TestSendBufferCapFindsStalledClient(t *testing.T) {
+	const n = 2000
+	prefix, ch := testenv.Name("sndbuf"), testenv.Name("data")
+	r := startRelay(t, "relay", prefix, []string{ch})
+	waitLeader(t, r)
+	e := startEdge(t, "edge", prefix, func(c *edge.Config) {
+		c.SendBuffer = 16 << 10
+		c.QueueSize = 1000 // room for the reader's lag under -race; the stalled one passes it
+	})
+
+	stalled := dialWith(t, e, ch, smallBufferClient())
+	fast := dial(t, e, ch)
+	done := make(chan error, 1)
+	go func() { done <- expectSequenceFrom(fast, ch, n) }()
+	conn := testenv.Conn(t)
+	pad := strings.Repeat("p", 1000)
+	for i := range n {
+		notify(t, conn, ch, strconv.Itoa(i)+" "+pad)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("fast client: %v", err)
+	}
+	waitReadyz(t, e, "ready, 1 clients")
+	if v := metricValue(t, e, `pgrelay_edge_disconnections_total{reason="slow",transport="ws"}`); v != 1 {
+		t.Errorf("slow disconnections = %v, want 1", v)
+	}
+	_ = stalled
+}

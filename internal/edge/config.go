@@ -32,6 +32,7 @@ type Config struct {
 	MaxChannels      int           `split_words:"true" default:"32" desc:"most channels one connection may ask for"`
 	QueueSize        int           `split_words:"true" default:"256" desc:"messages that may wait for one client; a client whose queue is full is closed with 1013"`
 	QueueBytes       int           `split_words:"true" default:"4194304" desc:"frame bytes that may wait for one client (4 MiB); beyond it the client is closed with 1013, as with a full queue"`
+	SendBuffer       int           `split_words:"true" default:"0" desc:"kernel send buffer per client socket in bytes (SO_SNDBUF); 0 leaves the kernel's autotuning (up to tcp_wmem's max, often 4 MiB). A cap makes EDGE_QUEUE_SIZE/BYTES see a client that stops reading sooner, and bursts sooner too"`
 	WriteTimeout     time.Duration `split_words:"true" default:"10s" desc:"bound on each write to a client"`
 	HeaderTimeout    time.Duration `split_words:"true" default:"5s" desc:"time a client has to send its request headers (slowloris)"`
 	MaxHeaderBytes   int           `split_words:"true" default:"16384" desc:"largest request line and headers accepted (URL, cookies, token)"`
@@ -113,6 +114,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("EDGE_QUEUE_BYTES: must be at least 1, got %d", c.QueueBytes)
 	case c.QueueSize < 1:
 		return fmt.Errorf("EDGE_QUEUE_SIZE: must be at least 1, got %d", c.QueueSize)
+	case c.SendBuffer < 0:
+		return fmt.Errorf("EDGE_SEND_BUFFER: must not be negative (0: the kernel's autotuning), got %d", c.SendBuffer)
 	case c.WriteTimeout <= 0:
 		return fmt.Errorf("EDGE_WRITE_TIMEOUT: must be positive, got %s", c.WriteTimeout)
 	case c.PingInterval <= 0:

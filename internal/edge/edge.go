@@ -85,6 +85,7 @@ func Run(ctx context.Context, cfg Config) error {
 		WriteTimeout:   cfg.WriteTimeout,
 		QueueSize:      cfg.QueueSize,
 		QueueBytes:     cfg.QueueBytes,
+		SendBuffer:     cfg.SendBuffer,
 		PingInterval:   cfg.PingInterval,
 		Logger:         log,
 	})
