@@ -47,7 +47,7 @@ func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if tc, ok := c.(*net.TCPConn); ok && h.sendBuffer > 0 {
 		_ = tc.SetWriteBuffer(h.sendBuffer) // best effort: the queue bounds still hold
 	}
-	h.wire = newWire(c, h.timeout, nil)
+	h.wire = newWire(c, h.timeout)
 	r := brw.Reader
 	if r.Buffered() == 0 { // else the client already sent something: keep it
 		r = bufio.NewReaderSize(c, readBufferSize)

@@ -24,7 +24,6 @@ type wire struct {
 	raw     net.Conn
 	rc      syscall.RawConn // nil: no non-blocking write here; the flusher sends everything
 	timeout time.Duration   // bound on each of the flusher's writes
-	onError func()          // told once when a write fails; must not block
 
 	mu       sync.Mutex
 	shrunk   sync.Cond // broadcast when pending shrinks, or on an error
@@ -39,8 +38,8 @@ type wire struct {
 // grow it, and 15,000 idle clients should not keep 16 KiB each.
 const maxIdleBuffer = 4 << 10
 
-func newWire(raw net.Conn, timeout time.Duration, onError func()) *wire {
-	w := &wire{raw: raw, timeout: timeout, onError: onError}
+func newWire(raw net.Conn, timeout time.Duration) *wire {
+	w := &wire{raw: raw, timeout: timeout}
 	w.shrunk.L = &w.mu
 	if sc, ok := raw.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
@@ -206,7 +205,4 @@ func (w *wire) failLocked(err error) {
 	w.pending = nil
 	w.frames = 0
 	_ = w.raw.Close()
-	if w.onError != nil {
-		w.onError()
-	}
 }
