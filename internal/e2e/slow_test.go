@@ -24,7 +24,10 @@ func TestSlowClientIsCutAlone(t *testing.T) {
 	prefix, ch := testenv.Name("slow"), testenv.Name("data")
 	r := startRelay(t, "relay", prefix, []string{ch})
 	waitLeader(t, r)
-	e := startEdge(t, "edge", prefix) // default queue: 256 messages
+	// Room for the reading client to lag under -race on a busy machine
+	// (it is cut if ~1,000 of these frames wait); the stalled one passes
+	// the 8 MiB bound (plus its kernel buffer) well before the 3,000th.
+	e := startEdge(t, "edge", prefix, func(c *edge.Config) { c.QueueSize, c.QueueBytes = 4096, 8<<20 })
 
 	// The slow client never reads, and its small receive buffer fills soon.
 	slow := dialWith(t, e, ch, smallBufferClient())
