@@ -21,3 +21,23 @@ func (p Positions) Pass(m *Message) bool {
 	p[m.Channel] = m.ID
 	return true
 }
+
+// Live is Pass for live delivery, where each channel's messages come in id
+// order. Once a message beyond a channel's position passes, every later one
+// is beyond it too: the channel is dropped from p, and the rest of its
+// messages pass without a lookup. Catch-up must use Pass: a replay and the
+// live messages held meanwhile overlap.
+func (p Positions) Live(m *Message) bool {
+	if len(p) == 0 {
+		return true
+	}
+	last, tracked := p[m.Channel]
+	if !tracked {
+		return true
+	}
+	if m.ID <= last {
+		return false
+	}
+	delete(p, m.Channel)
+	return true
+}

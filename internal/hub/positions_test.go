@@ -138,3 +138,33 @@ func TestPublishResetMessage(t *testing.T) {
 		}
 	}
 }
+
+// Live drops what a channel's position covers, like Pass, until one message
+// passes it; the channel is then forgotten, and later messages pass unchecked
+// (live delivery is in id order). Other channels keep their positions.
+func TestPositionsLive(t *testing.T) {
+	t.Parallel()
+	p := hub.Positions{"c": 10, "d": 100}
+	steps := []step{
+		{"c", 9, false, false},
+		{"c", 10, false, false}, // the live copy of what the replay wrote
+		{"c", 11, false, true},  // beyond the position: c is forgotten
+		{"c", 12, false, true},
+		{"d", 100, false, false},
+		{"x", 1, false, true}, // untracked
+	}
+	for i, s := range steps {
+		m := &hub.Message{Channel: s.channel, ID: s.id, Reset: s.reset, Frame: []byte("f")}
+		if got := p.Live(m); got != s.pass {
+			t.Errorf("step %d: Live(%+v) = %v, want %v (positions %v)", i, *m, got, s.pass, p)
+		}
+	}
+	if _, tracked := p["c"]; tracked || p["d"] != 100 || len(p) != 1 {
+		t.Errorf("positions = %v, want only d:100", p)
+	}
+	// A reset beyond the position passes and ends the tracking too.
+	q := hub.Positions{"c": 10}
+	if !q.Live(&hub.Message{Channel: "c", ID: 20, Reset: true}) || len(q) != 0 {
+		t.Errorf("reset 20 over position 10: positions %v, want it passed and none left", q)
+	}
+}

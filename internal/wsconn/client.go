@@ -112,7 +112,7 @@ func (cl *wsClient) Deliver(ms []*hub.Message) bool {
 	defer func() { cl.wire.release(n) }()
 	now := time.Now()
 	for _, m := range ms {
-		if !cl.pos.Pass(m) {
+		if !cl.pos.Live(m) {
 			continue
 		}
 		// A frame larger than the bound on its own is still taken by an
@@ -180,7 +180,7 @@ func (cl *wsClient) goLive(pos hub.Positions) {
 	n := 0
 	now := time.Now()
 	for _, m := range cl.held {
-		if !cl.closing && pos.Pass(m) && cl.write(m, now) {
+		if !cl.closing && pos.Live(m) && cl.write(m, now) {
 			n++
 		}
 	}

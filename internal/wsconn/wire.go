@@ -25,6 +25,16 @@ type wire struct {
 	rc      syscall.RawConn // nil: no non-blocking write here; the flusher sends everything
 	timeout time.Duration   // bound on each of the flusher's writes
 
+	// writeFn is w.write1 made once: a closure made per write would be
+	// allocated per write. Its argument and results pass through out,
+	// under mu.
+	writeFn func(fd uintptr) bool
+	out     struct {
+		b   []byte
+		n   int
+		err error
+	}
+
 	mu       sync.Mutex
 	shrunk   sync.Cond // broadcast when pending shrinks, or on an error
 	pending  []byte
@@ -41,6 +51,7 @@ const maxIdleBuffer = 4 << 10
 func newWire(raw net.Conn, timeout time.Duration) *wire {
 	w := &wire{raw: raw, timeout: timeout}
 	w.shrunk.L = &w.mu
+	w.writeFn = w.write1
 	if sc, ok := raw.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			w.rc = rc
@@ -134,16 +145,22 @@ func (w *wire) sendLocked() {
 }
 
 // tryWrite is one write(2) that returns instead of waiting when the socket
-// is full.
+// is full. The caller holds mu.
 func (w *wire) tryWrite(b []byte) (n int, err error) {
-	var werr error
-	if err := w.rc.Write(func(fd uintptr) bool {
-		n, werr = syscall.Write(int(fd), b)
-		return true // done either way: never wait for the socket here
-	}); err != nil {
+	w.out.b = b
+	if err := w.rc.Write(w.writeFn); err != nil {
+		w.out.b = nil
 		return 0, err // closed, or a deadline the flusher left has passed
 	}
-	return max(n, 0), werr
+	n, err = max(w.out.n, 0), w.out.err
+	w.out.b, w.out.err = nil, nil
+	return n, err
+}
+
+// write1 is tryWrite's callback.
+func (w *wire) write1(fd uintptr) bool {
+	w.out.n, w.out.err = syscall.Write(int(fd), w.out.b)
+	return true // done either way: never wait for the socket here
 }
 
 func retryable(err error) bool {

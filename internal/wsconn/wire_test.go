@@ -1,0 +1,150 @@
+package wsconn
+
+import (
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// sockets is n loopback TCP connections: near ends to write to, and the far
+// ends' descriptors (non-blocking) for drain.
+type sockets struct {
+	near []*net.TCPConn
+	far  []int
+	buf  []byte
+}
+
+func socketPairs(tb testing.TB, n int) *sockets {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	s := &sockets{buf: make([]byte, 64<<10)}
+	var files []*os.File
+	tb.Cleanup(func() {
+		for _, c := range s.near {
+			c.Close()
+		}
+		for _, f := range files {
+			f.Close()
+		}
+	})
+	for range n {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		s.near = append(s.near, c.(*net.TCPConn))
+		far, err := ln.Accept()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		f, err := far.(*net.TCPConn).File() // a blocking duplicate
+		far.Close()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		files = append(files, f)
+		if err := syscall.SetNonblock(int(f.Fd()), true); err != nil {
+			tb.Fatal(err)
+		}
+		s.far = append(s.far, int(f.Fd()))
+	}
+	return s
+}
+
+// drain reads what every far end has, without waiting.
+func (s *sockets) drain(tb testing.TB) {
+	for _, fd := range s.far {
+		for {
+			n, err := syscall.Read(fd, s.buf)
+			if err == syscall.EAGAIN || (err == nil && n < len(s.buf)) {
+				break
+			}
+			if err != nil || n == 0 {
+				tb.Fatalf("read: %d, %v", n, err)
+			}
+		}
+	}
+}
+
+// frame200 is the size of a 128-byte notification's frame.
+var frame200 = make([]byte, 200)
+
+// BenchmarkSocketWrite is the floor under BenchmarkWire: one write(2) of a
+// 200-byte frame per op, in turn to each of 1,000 loopback sockets, as a
+// fan-out does. On loopback that includes the receiving side's TCP work.
+// The far ends are read between rounds, with the timer stopped: nobody
+// waits on them, so no reader's wake-up is counted.
+func BenchmarkSocketWrite(b *testing.B) {
+	s := socketPairs(b, 1000)
+	fds := make([]int, len(s.near))
+	for i, c := range s.near {
+		rc, _ := c.SyscallConn()
+		rc.Control(func(fd uintptr) { fds[i] = int(fd) })
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if i%len(fds) == 0 && i > 0 {
+			b.StopTimer()
+			s.drain(b)
+			b.StartTimer()
+		}
+		if n, err := syscall.Write(fds[i%len(fds)], frame200); n != len(frame200) {
+			b.Fatalf("write: %d, %v", n, err)
+		}
+	}
+}
+
+// BenchmarkWire is what the edge does per delivery on the wire: hold, append
+// one frame, release (one non-blocking write(2) through the runtime's
+// RawConn), over the same 1,000 sockets. The difference to
+// BenchmarkSocketWrite is the wire's own cost. It must not allocate.
+func BenchmarkWire(b *testing.B) {
+	s := socketPairs(b, 1000)
+	wires := make([]*wire, len(s.near))
+	for i, c := range s.near {
+		wires[i] = newWire(c, time.Second)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if i%len(wires) == 0 && i > 0 {
+			b.StopTimer()
+			s.drain(b)
+			b.StartTimer()
+		}
+		w := wires[i%len(wires)]
+		w.hold()
+		w.Write(frame200)
+		w.release(1)
+	}
+	b.StopTimer()
+	for _, w := range wires {
+		if bytes, _ := w.queued(); bytes > 0 || w.failed() != nil {
+			b.Fatalf("the kernel refused a write (%d bytes queued, %v)", bytes, w.failed())
+		}
+	}
+}
+
+// TestWireWriteAllocates nothing: a delivery to a client that keeps up
+// costs no allocation.
+func TestWireWriteAllocatesNothing(t *testing.T) {
+	s := socketPairs(t, 1)
+	w := newWire(s.near[0], time.Second)
+	allocs := testing.AllocsPerRun(100, func() {
+		w.hold()
+		w.Write(frame200)
+		w.release(1)
+	})
+	s.drain(t)
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per write, want 0", allocs)
+	}
+	if err := w.failed(); err != nil {
+		t.Fatal(err)
+	}
+}
