@@ -75,6 +75,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Incomplete:         incomplete.count.Load,
 		ChannelSubscribers: h.Subscribers,
 	}, cfg.MetricsChannels)
+	fan.done = observer.FannedOut
 	ws = wsconn.New(wsconn.Options{
 		Authorize:      authorize,
 		MaxConnections: cfg.MaxConnections,

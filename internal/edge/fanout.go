@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"time"
 
 	"github.com/pgrelay/pgrelay/internal/hub"
 )
@@ -14,6 +15,9 @@ import (
 type fanout struct {
 	hub *hub.Hub
 	in  chan *hub.Message
+	// done, if set, is told of each batch: its messages, the deliveries
+	// the hub made of them, and when it finished (the metrics).
+	done func(ms []*hub.Message, delivered int, at time.Time)
 }
 
 // Bounds of the fan-out: messages that may wait for the hub before the
@@ -53,7 +57,10 @@ func (f *fanout) run(ctx context.Context) {
 					break more
 				}
 			}
-			f.hub.PublishBatch(batch)
+			n := f.hub.PublishBatch(batch)
+			if f.done != nil {
+				f.done(batch, n, time.Now())
+			}
 			clear(batch) // let the messages go once every client has them
 		case <-ctx.Done():
 			return

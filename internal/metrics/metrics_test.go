@@ -52,11 +52,14 @@ func TestEdgeObserverCounts(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewEdge(reg, edgeSources(), []string{"data", "orders"})
 	now := time.Now()
-	m.Delivered(&hub.Message{Published: now.Add(-3 * time.Millisecond).UnixMicro()}, now)
-	m.Delivered(&hub.Message{}, now) // no timestamp: counted, not timed
+	m.Delivered(&hub.Message{Published: now.Add(-3 * time.Millisecond).UnixMicro()}, now) // a replay: counted, not timed
+	// A batch of two live messages handed to 5 deliveries in all; the one
+	// without a timestamp is counted, not timed.
+	m.FannedOut([]*hub.Message{{Published: now.Add(-3 * time.Millisecond).UnixMicro()}, {}}, 5, now)
+	m.FannedOut([]*hub.Message{{Published: now.Add(-time.Second).UnixMicro()}}, 0, now) // no client had it
 	got := gather(t, reg)
-	if got["pgrelay_edge_messages_delivered_total"] != 2 {
-		t.Errorf("delivered = %v, want 2", got["pgrelay_edge_messages_delivered_total"])
+	if got["pgrelay_edge_messages_delivered_total"] != 6 {
+		t.Errorf("delivered = %v, want 6", got["pgrelay_edge_messages_delivered_total"])
 	}
 	if got["pgrelay_edge_delivery_latency_seconds_count"] != 1 {
 		t.Errorf("latency count = %v, want 1", got["pgrelay_edge_delivery_latency_seconds_count"])

@@ -145,7 +145,6 @@ func (cl *wsClient) write(m *hub.Message, now time.Time) bool {
 		return false
 	}
 	cl.lastWrite.Store(now.UnixNano())
-	cl.h.opts.Observer.Delivered(m, now)
 	return true
 }
 
@@ -157,8 +156,12 @@ func (cl *wsClient) writeNow(m *hub.Message) error {
 	ok := !cl.closing
 	if ok {
 		_, _ = cl.wire.hold()
-		ok = cl.write(m, time.Now())
+		now := time.Now()
+		ok = cl.write(m, now)
 		cl.wire.release(b2i(ok))
+		if ok {
+			cl.h.opts.Observer.Delivered(m, now)
+		}
 	}
 	cl.mu.Unlock()
 	if !ok {

@@ -75,8 +75,9 @@ type sseStream struct {
 	pos map[string]uint64 // last id written per channel: the cursor
 }
 
-// send writes one event and flushes it within WriteTimeout.
-func (s *sseStream) send(m *hub.Message) error {
+// send writes one event and flushes it within WriteTimeout. A live one was
+// counted when the hub queued it; others are counted here.
+func (s *sseStream) send(m *hub.Message, live bool) error {
 	s.pos[m.Channel] = m.ID
 	kind := "message"
 	switch {
@@ -89,7 +90,9 @@ func (s *sseStream) send(m *hub.Message) error {
 	if err := s.flush(); err != nil {
 		return writeError{err}
 	}
-	s.h.opts.Observer.Delivered(m, time.Now())
+	if !live {
+		s.h.opts.Observer.Delivered(m, time.Now())
+	}
 	return nil
 }
 
@@ -125,7 +128,7 @@ func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *h
 	pos := make(hub.Positions, len(since)+len(start))
 	for _, m := range start {
 		pos[m.Channel] = m.ID
-		if err := s.send(m); err != nil {
+		if err := s.send(m, false); err != nil {
 			return ended()
 		}
 	}
@@ -136,7 +139,7 @@ func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *h
 			if !pos.Pass(m) {
 				return nil
 			}
-			return s.send(m)
+			return s.send(m, false)
 		})
 		if err != nil {
 			if ctx.Err() == nil && !errors.As(err, new(writeError)) {
@@ -153,10 +156,10 @@ func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *h
 		select {
 		case m := <-sub.Queue():
 			sub.Dequeued(m)
-			if !pos.Pass(m) {
+			if !pos.Live(m) {
 				continue
 			}
-			if err := s.send(m); err != nil {
+			if err := s.send(m, true); err != nil {
 				return ended()
 			}
 		case <-ping.C:
