@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 )
 
 // Config is one benchmark run. parseFlags fills it; tests build it directly.
@@ -38,6 +39,8 @@ type Config struct {
 	Wait         time.Duration
 	Token        string
 	PGListen     bool
+	RedisURL     string // "": no Redis subscriber
+	RedisPrefix  string // the relay's RELAY_PREFIX; required with RedisURL
 	Quiet        bool
 	CPUProfile   string // the tool's own CPU profile, to see what a client costs
 }
@@ -98,6 +101,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar(&c.Wait, "wait", 5*time.Second, "how long to wait for late deliveries after the last notification")
 	fs.StringVar(&c.Token, "token", "", "bearer token sent as Authorization (edges with EDGE_AUTH=jwt)")
 	fs.BoolVar(&c.PGListen, "pg-listen", false, "also LISTEN on -channel with a raw PostgreSQL connection and report its latency: the floor without relay and edge")
+	fs.StringVar(&c.RedisURL, "redis", "", "also subscribe to the relay's Redis channel PREFIX:ch:CHANNEL at this `URL` and report its latency: the relay and Redis, without edge")
+	fs.StringVar(&c.RedisPrefix, "redis-prefix", "pgrelay", "the relay's key `prefix` (RELAY_PREFIX), for -redis")
 	fs.BoolVar(&c.Quiet, "q", false, "no progress lines on stderr")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write this tool's own CPU profile to `file` (go tool pprof), for the send window")
 	if err := fs.Parse(args); err != nil {
@@ -119,6 +124,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	switch {
 	case set["count"] && set["duration"]:
 		return Config{}, errors.New("-count and -duration: give one, not both")
+	case set["redis-prefix"] && c.RedisURL == "":
+		return Config{}, errors.New("-redis-prefix: only with -redis")
 	case set["count"]:
 		c.Count = count
 	default:
@@ -173,6 +180,14 @@ func (c Config) Validate() error {
 	if _, err := pgx.ParseConfig(c.DatabaseURL); err != nil {
 		return fmt.Errorf("-db: %w", err)
 	}
+	if c.RedisURL != "" {
+		if _, err := redisOptions(c.RedisURL); err != nil {
+			return fmt.Errorf("-redis: %w", err)
+		}
+		if c.RedisPrefix == "" {
+			return errors.New("-redis-prefix: required with -redis")
+		}
+	}
 	if c.Sources > 0 {
 		for _, u := range c.Edges {
 			if ip := net.ParseIP(u.Hostname()); (ip == nil || !ip.IsLoopback() || ip.To4() == nil) && u.Hostname() != "localhost" {
@@ -202,6 +217,21 @@ func validChannel(name string) error {
 		return errors.New("channel name with a NUL byte")
 	}
 	return nil
+}
+
+// redisOptions parses a redis:// or rediss:// URL. Its errors never show
+// the URL's user and password: go-redis quotes the whole URL when it cannot
+// parse it (pgx blanks the password itself).
+func redisOptions(raw string) (*redis.Options, error) {
+	opts, err := redis.ParseURL(raw)
+	if err == nil {
+		return opts, nil
+	}
+	msg := err.Error()
+	if i, j := strings.Index(raw, "://"), strings.LastIndex(raw, "@"); i >= 0 && j > i+3 {
+		msg = strings.ReplaceAll(msg, raw[i+3:j], "xxxxx")
+	}
+	return nil, errors.New(msg)
 }
 
 // parseEdges turns base URLs into WebSocket URLs of their /ws endpoint.

@@ -5,11 +5,12 @@
 #   bash cmd/bench/local.sh -clients 1000 -rate 10 -duration 20s
 #
 # Arguments go to bench (-h lists them); -edges, -channel, -db and -edge-pid
-# are filled in. It uses the PostgreSQL and Redis that are running (it
-# starts none): PGRELAY_DATABASE_URL (default
-# postgres://127.0.0.1:5432/test?sslmode=disable) and PGRELAY_REDIS_URL
-# (default redis://127.0.0.1:6379/0). The relay LISTENs on a fresh channel
-# under a fresh prefix, so runs do not see each other.
+# are filled in, and so are -redis and -redis-prefix (the relay's, so that
+# bench reports the relay's own latency) unless -redis is given. It uses the
+# PostgreSQL and Redis that are running (it starts none):
+# PGRELAY_DATABASE_URL (default postgres://127.0.0.1:5432/test?sslmode=disable)
+# and PGRELAY_REDIS_URL (default redis://127.0.0.1:6379/0). The relay LISTENs
+# on a fresh channel under a fresh prefix, so runs do not see each other.
 #
 # Environment:
 #   BENCH_EDGES=N       edges to start (default 1); clients are spread over them
@@ -129,4 +130,8 @@ fi
 
 ids=$(IFS=,; echo "${edge_pids[*]}")
 urls=$(IFS=,; echo "${edges[*]}")
-"$bin/bench" -edges "$urls" -channel "$channel" -db "$db" -edge-pid "$ids" "$@"
+extra=(-redis "$redis" -redis-prefix "$prefix")
+for a in "$@"; do
+	case $a in -redis | --redis | -redis=* | --redis=*) extra=() ;; esac
+done
+"$bin/bench" -edges "$urls" -channel "$channel" -db "$db" -edge-pid "$ids" "${extra[@]}" "$@"

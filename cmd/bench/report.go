@@ -11,16 +11,18 @@ import (
 
 // Result is a run's figures; its JSON form is what -json writes.
 type Result struct {
-	Config   configJSON   `json:"config"`
-	Machine  machine      `json:"machine"`
-	Clients  clientsJSON  `json:"clients"`
-	Messages messagesJSON `json:"messages"`
-	Latency  latencyJSON  `json:"latency_ms"`
-	PGListen *listenJSON  `json:"pg_listen,omitempty"`
-	Slow     *slowJSON    `json:"slow,omitempty"`
-	Edge     edgeJSON     `json:"edge"`
-	Bench    benchJSON    `json:"bench"`
-	Warnings []string     `json:"warnings,omitempty"`
+	Config    configJSON     `json:"config"`
+	Machine   machine        `json:"machine"`
+	Clients   clientsJSON    `json:"clients"`
+	Messages  messagesJSON   `json:"messages"`
+	Latency   latencyJSON    `json:"latency_ms"`
+	PGListen  *listenJSON    `json:"pg_listen,omitempty"`
+	Redis     *listenJSON    `json:"redis,omitempty"`
+	RelayAdds *relayAddsJSON `json:"relay_adds_ms,omitempty"` // with both
+	Slow      *slowJSON      `json:"slow,omitempty"`
+	Edge      edgeJSON       `json:"edge"`
+	Bench     benchJSON      `json:"bench"`
+	Warnings  []string       `json:"warnings,omitempty"`
 }
 
 type configJSON struct {
@@ -100,10 +102,23 @@ type latencyJSON struct {
 	Mean    float64 `json:"mean"`
 }
 
+// listenJSON is what a listener beside the clients received (-pg-listen,
+// -redis).
 type listenJSON struct {
-	Received uint64      `json:"received"`
-	Rate     float64     `json:"rate"` // notifications per second, first to last
-	Latency  latencyJSON `json:"latency_ms"`
+	Received   uint64      `json:"received"` // repeats included
+	Delivered  uint64      `json:"delivered"`
+	Duplicates uint64      `json:"duplicates"`
+	Missing    uint64      `json:"missing"`
+	Rate       float64     `json:"rate"` // notifications per second, first to last
+	Latency    latencyJSON `json:"latency_ms"`
+}
+
+// relayAddsJSON is the Redis listener's latency percentiles minus the raw
+// LISTEN's: what the relay and Redis add. A difference of percentiles, not
+// a percentile of differences.
+type relayAddsJSON struct {
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
 }
 
 type slowJSON struct {
@@ -192,9 +207,18 @@ func writeTable(w io.Writer, r *Result) error {
 		m.Missing, m.Duplicates, m.OutOfOrder, m.Gaps, m.Resets, m.Foreign, m.Malformed)
 	row("latency", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms  (send → client receive, %d samples)",
 		l.P50, l.P90, l.P99, l.P999, l.Max, l.Samples)
+	listenRow := func(k string, p *listenJSON) {
+		row(k, "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms  (%d of %d, %d duplicates, %d missing; %.0f/s)",
+			p.Latency.P50, p.Latency.P90, p.Latency.P99, p.Latency.Max, p.Delivered, m.Sent, p.Duplicates, p.Missing, p.Rate)
+	}
 	if p := r.PGListen; p != nil {
-		row("raw LISTEN", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms  (%d received, %.0f/s)",
-			p.Latency.P50, p.Latency.P90, p.Latency.P99, p.Latency.Max, p.Received, p.Rate)
+		listenRow("raw LISTEN", p)
+	}
+	if p := r.Redis; p != nil {
+		listenRow("via relay (Redis)", p)
+	}
+	if a := r.RelayAdds; a != nil {
+		row("relay adds", "p50 %.2f ms, p99 %.2f ms over raw LISTEN (relay and Redis)", a.P50, a.P99)
 	}
 	if s := r.Slow; s != nil {
 		codes := ""

@@ -34,6 +34,8 @@ type bench struct {
 	readers  sync.WaitGroup
 	dialErr  map[string]int
 	connect  hist
+
+	listeners []*arrivals // -pg-listen and -redis, those given
 }
 
 // Run carries out one benchmark and returns its results.
@@ -92,21 +94,35 @@ func (b *bench) do(ctx context.Context) (*Result, error) {
 	var (
 		pgl     *pgListener
 		stopPGL = func() {}
+		rl      *redisListener
+		stopRL  = func() {}
 	)
 	if cfg.PGListen {
 		var err error
-		if pgl, err = listenPG(ctx, cfg.DatabaseURL, cfg.Channel, b.run); err != nil {
+		if pgl, err = listenPG(ctx, cfg.DatabaseURL, cfg.Channel, newArrivals(b.run, cfg.Count)); err != nil {
 			return nil, fmt.Errorf("-pg-listen: %w", err)
 		}
-		lctx, stop := context.WithCancel(ctx)
-		go pgl.read(lctx)
-		var once sync.Once
-		stopPGL = func() { once.Do(func() { stop(); <-pgl.done; pgl.close() }) }
+		stopPGL = startListener(ctx, pgl)
 		defer stopPGL()
+		b.listeners = append(b.listeners, pgl.arrivals)
+	}
+	if cfg.RedisURL != "" {
+		var err error
+		if rl, err = listenRedis(ctx, cfg.RedisURL, redisChannel(cfg.RedisPrefix, cfg.Channel), newArrivals(b.run, cfg.Count)); err != nil {
+			return nil, fmt.Errorf("-redis: %w", err)
+		}
+		stopRL = startListener(ctx, rl)
+		defer stopRL()
+		b.listeners = append(b.listeners, rl.arrivals)
 	}
 
 	if err := b.checkPath(ctx, ns[0]); err != nil {
 		return nil, err
+	}
+	if rl != nil {
+		if err := checkRedis(ctx, rl, redisChannel(cfg.RedisPrefix, cfg.Channel)); err != nil {
+			return nil, err
+		}
 	}
 
 	s0 := b.probe.sample(ctx)
@@ -167,10 +183,20 @@ func (b *bench) do(ctx context.Context) (*Result, error) {
 	b.tally(res, sr, readers, window)
 	if pgl != nil {
 		stopPGL()
-		res.PGListen = &listenJSON{Received: pgl.frames.Load(), Latency: latencyOf(&pgl.lat)}
-		if d := pgl.last.Sub(pgl.first); d > 0 {
-			res.PGListen.Rate = float64(pgl.frames.Load()-1) / d.Seconds()
+		res.PGListen = pgl.figures(sr.Sent)
+	}
+	if rl != nil {
+		stopRL()
+		res.Redis = rl.figures(sr.Sent)
+		if rl.err != nil {
+			res.Warnings = append(res.Warnings, "-redis: receiving stopped: "+rl.err.Error())
 		}
+		if rl.malformed > 0 {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("-redis: %d messages on the channel were not envelopes", rl.malformed))
+		}
+	}
+	if p, r := res.PGListen, res.Redis; p != nil && r != nil && p.Latency.Samples > 0 && r.Latency.Samples > 0 {
+		res.RelayAdds = &relayAddsJSON{P50: r.Latency.P50 - p.Latency.P50, P99: r.Latency.P99 - p.Latency.P99}
 	}
 	b.serverFigures(res, []serverSample{s0, s1, s2, s3, s4})
 	if s3.HaveMetrics && s4.HaveMetrics {
@@ -229,6 +255,20 @@ func (b *bench) checkPath(ctx context.Context, n notifier) error {
 	}
 }
 
+// checkRedis waits for checkPath's warm-up notification on the relay's
+// Redis channel, and fails if it does not arrive: the wrong prefix. The
+// edges have it already, so the relay has published it.
+func checkRedis(ctx context.Context, rl *redisListener, channel string) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for rl.warm.Load() < 0 {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("-redis-prefix: the edges received a notification that did not arrive on Redis channel %q within 2s: is the prefix the relay's RELAY_PREFIX, and -redis its Redis?", channel)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
 // sync sends warm-up notification w and waits until every reader has it,
 // or for limit; it returns how many have.
 func (b *bench) sync(ctx context.Context, n notifier, w int, limit time.Duration) int {
@@ -255,22 +295,42 @@ func (b *bench) sync(ctx context.Context, n notifier, w int, limit time.Duration
 
 // waitDelivered waits until every reader has every notification sent, or
 // until -wait has passed since sending ended, and returns when it stopped.
+// Then it waits, until the same deadline, for the listeners to have every
+// notification too; that wait is not part of the window it returns.
 func (b *bench) waitDelivered(ctx context.Context, sent uint64, readers int) time.Time {
 	want := sent * uint64(readers)
 	deadline := time.Now().Add(b.cfg.Wait)
+	var end time.Time
 	for {
-		var got uint64
-		for _, c := range b.clients {
-			if c != nil && !c.slow {
-				got += c.unique.Load()
+		now := time.Now()
+		over := now.After(deadline) || ctx.Err() != nil
+		if end.IsZero() {
+			var got uint64
+			for _, c := range b.clients {
+				if c != nil && !c.slow {
+					got += c.unique.Load()
+				}
+			}
+			if got >= want || over {
+				if got < want {
+					b.logf("%d of %d deliveries after waiting %s", got, want, b.cfg.Wait)
+				}
+				end = now
 			}
 		}
-		now := time.Now()
-		if got >= want || now.After(deadline) || ctx.Err() != nil {
-			if got < want {
-				b.logf("%d of %d deliveries after waiting %s", got, want, b.cfg.Wait)
+		if !end.IsZero() {
+			short := 0
+			for _, a := range b.listeners {
+				if a.unique.Load() < sent {
+					short++
+				}
 			}
-			return now
+			if short == 0 || over {
+				if short > 0 {
+					b.logf("%d listener(s) short of the %d notifications after waiting %s", short, sent, b.cfg.Wait)
+				}
+				return end
+			}
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

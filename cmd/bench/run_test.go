@@ -224,6 +224,10 @@ func TestFlags(t *testing.T) {
 		{[]string{"-ramp", "-1"}, "-ramp"},
 		{[]string{"-clients", "100000", "-count", "1000000"}, "-count"},
 		{[]string{"-senders", "99"}, "-senders"},
+		{[]string{"-redis", "http://127.0.0.1:6379"}, "-redis: redis: invalid URL scheme"},
+		{[]string{"-redis", "127.0.0.1:6379"}, "-redis"},
+		{[]string{"-redis", "redis://h", "-redis-prefix", ""}, "-redis-prefix: required"},
+		{[]string{"-redis-prefix", "p"}, "-redis-prefix: only with -redis"},
 		{[]string{"stray"}, "unexpected argument"},
 	} {
 		var out, errb bytes.Buffer
