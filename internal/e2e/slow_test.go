@@ -189,14 +189,30 @@ func TestIdlePeerWithoutPongIsDropped(t *testing.T) {
 // here), the 2,000 messages of ~1 KB would all fit in its send buffer and
 // it would never be cut.
 func TestSendBufferCapFindsStalledClient(t *testing.T) {
-	const n = 2000
-	prefix, ch := testenv.Name("sndbuf"), testenv.Name("data")
-	r := startRelay(t, "relay", prefix, []string{ch})
-	waitLeader(t, r)
-	e := startEdge(t, "edge", prefix, func(c *edge.Config) {
+	stalledClientIsCut(t, "sndbuf", func(c *edge.Config) {
 		c.SendBuffer = 16 << 10
 		c.QueueSize = 1000 // room for the reader's lag under -race; the stalled one passes it
 	})
+}
+
+// With the defaults (EDGE_SEND_BUFFER 256 KiB, EDGE_QUEUE_SIZE 256), a
+// client that stops reading is cut within ~2 MB of 1 KB messages, while
+// one that reads gets them all. With the kernel's autotuning instead
+// (EDGE_SEND_BUFFER=0) the stalled client would hold up to 4 MiB before the
+// edge saw it, and this test fails.
+func TestDefaultsFindStalledClient(t *testing.T) {
+	stalledClientIsCut(t, "sndbufdef", func(c *edge.Config) {})
+}
+
+// stalledClientIsCut notifies 2,000 messages of ~1 KB to a client that never
+// reads and one that does, on an edge configured by configure, and checks
+// that the first was cut as slow and the second got everything.
+func stalledClientIsCut(t *testing.T, name string, configure func(*edge.Config)) {
+	const n = 2000
+	prefix, ch := testenv.Name(name), testenv.Name("data")
+	r := startRelay(t, "relay", prefix, []string{ch})
+	waitLeader(t, r)
+	e := startEdge(t, "edge", prefix, configure)
 
 	stalled := dialWith(t, e, ch, smallBufferClient())
 	fast := dial(t, e, ch)

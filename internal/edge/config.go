@@ -32,7 +32,7 @@ type Config struct {
 	MaxChannels      int           `split_words:"true" default:"32" desc:"most channels one connection may ask for"`
 	QueueSize        int           `split_words:"true" default:"256" desc:"messages that may wait for one client; a client whose queue is full is closed with 1013"`
 	QueueBytes       int           `split_words:"true" default:"4194304" desc:"frame bytes that may wait for one client (4 MiB); beyond it the client is closed with 1013, as with a full queue"`
-	SendBuffer       int           `split_words:"true" default:"0" desc:"kernel send buffer per client socket in bytes (SO_SNDBUF); 0 leaves the kernel's autotuning (up to tcp_wmem's max, often 4 MiB). A cap makes EDGE_QUEUE_SIZE/BYTES see a client that stops reading sooner, and bursts sooner too"`
+	SendBuffer       int           `split_words:"true" default:"262144" desc:"kernel send buffer per client socket in bytes (SO_SNDBUF; Linux doubles it); 0: the kernel's autotuning, which lets a client that stops reading hold up to tcp_wmem's max (often 4 MiB) before EDGE_QUEUE_SIZE/BYTES see it"`
 	WriteTimeout     time.Duration `split_words:"true" default:"10s" desc:"bound on each write to a client"`
 	HeaderTimeout    time.Duration `split_words:"true" default:"5s" desc:"time a client has to send its request headers (slowloris)"`
 	MaxHeaderBytes   int           `split_words:"true" default:"16384" desc:"largest request line and headers accepted (URL, cookies, token)"`
@@ -64,6 +64,7 @@ func DefaultConfig() Config {
 		MaxChannels:    32,
 		QueueSize:      256,
 		QueueBytes:     4 << 20,
+		SendBuffer:     256 << 10,
 		WriteTimeout:   10 * time.Second,
 		PingInterval:   25 * time.Second,
 		DrainTimeout:   10 * time.Second,

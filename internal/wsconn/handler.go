@@ -111,7 +111,7 @@ type Options struct {
 	// buffer (SO_SNDBUF). What it cannot hold waits in the client's queue,
 	// where QueueSize and QueueBytes see it; zero leaves the kernel's
 	// autotuning, which lets a client that stops reading hold megabytes
-	// before the queue notices.
+	// before the queue notices. The edge's default is 256 KiB.
 	SendBuffer int
 	// PingInterval is how often a client is pinged; a client that does not
 	// answer within the interval is dropped. Zero means 25s.
