@@ -153,7 +153,9 @@ func TestRunFakeEdge(t *testing.T) {
 		t.Errorf("slow %+v", s)
 	}
 	ed := res.Edge
-	if ed.Source != "metrics" || ed.RSSPerConnConnect != 1000 || ed.HeapPerConnIdle != 600 || ed.StackPerConnIdle != 400 || ed.GoroutinesPerConn != 2 {
+	// The path check's connection may still be open on the fake edge when
+	// the "before" sample is taken: 29 or 30 connections' worth of growth.
+	if ed.Source != "metrics" || ed.RSSPerConnConnect < 966 || ed.RSSPerConnConnect > 1000 || ed.HeapPerConnIdle != 600 || ed.StackPerConnIdle != 400 || ed.GoroutinesPerConn != 2 {
 		t.Errorf("edge memory %+v", ed)
 	}
 	if ed.DeliveriesSource != "metrics" || ed.Deliveries < float64(m.Delivered) || ed.CPUPerDeliveryUS < 0.99 || ed.CPUPerDeliveryUS > 1.01 {
