@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"net/url"
 	"strconv"
 	"testing"
@@ -131,4 +132,69 @@ func TestPositionFrameLetsAQuietClientResume(t *testing.T) {
 	notify(t, conn, ch, "while away")
 	back := dialQuery(t, e, "channel="+url.QueryEscape(ch)+"&since="+f.ID)
 	expectPayloads(t, back, "while away")
+}
+
+// The edge counts each frame it writes once (pgrelay_edge_messages_delivered_total),
+// also when a resuming client's replay and the live messages held during
+// it overlap: the edge writes the overlap once, and counts it once.
+func TestDeliveredCountsEachFrameOnce(t *testing.T) {
+	prefix, ch := testenv.Name("count"), testenv.Name("data")
+	r := startRelay(t, "relay", prefix, []string{ch})
+	waitLeader(t, r)
+	e := startEdge(t, "edge", prefix)
+	conn := testenv.Conn(t)
+
+	first := dial(t, e, ch)
+	notify(t, conn, ch, "start")
+	start, err := first.next(10 * time.Second)
+	if err != nil || start.Payload != "start" {
+		t.Fatalf("first message: %+v, %v", start, err)
+	}
+	first.ws.CloseNow()
+	waitReadyz(t, e, "ready, 0 clients")
+	before := metricValue(t, e, "pgrelay_edge_messages_delivered_total")
+
+	// Notifications keep coming while the client resumes, so that its
+	// replay reads some of what also reaches it live.
+	sender := testenv.Conn(t)
+	sent := make(chan error, 1)
+	go func() {
+		for i := range 400 {
+			if _, err := sender.Exec(context.Background(), "SELECT pg_notify($1, $2)", ch, strconv.Itoa(i)); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	time.Sleep(100 * time.Millisecond)
+	c := dialQuery(t, e, "channel="+url.QueryEscape(ch)+"&since="+url.QueryEscape(ch+":"+start.ID))
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	notify(t, conn, ch, "sentinel")
+	frames, messages := 0, 0
+	for {
+		f, err := c.nextFrame(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d frames: %v", frames, err)
+		}
+		frames++
+		if f.Type != "" {
+			continue
+		}
+		if f.Payload == "sentinel" {
+			break
+		}
+		if f.Payload != strconv.Itoa(messages) {
+			t.Fatalf("message %d: payload %q", messages, f.Payload)
+		}
+		messages++
+	}
+	if messages != 400 {
+		t.Fatalf("got %d messages before the sentinel, want 400", messages)
+	}
+	if got := metricValue(t, e, "pgrelay_edge_messages_delivered_total") - before; got != float64(frames) {
+		t.Errorf("delivered counter grew by %v, the client got %d frames", got, frames)
+	}
 }

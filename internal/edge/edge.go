@@ -41,9 +41,11 @@ func Run(ctx context.Context, cfg Config) error {
 	rdb, _ := redisbus.NewClient(cfg.RedisURL) // checked by Validate
 	defer rdb.Close()
 
+	var observer *metrics.Edge // set below, before anything is published
 	h := hub.New(hub.Options{
 		QueueSize:  cfg.QueueSize,
 		QueueBytes: cfg.QueueBytes,
+		Written:    func(n int) { observer.Written(n) },
 	})
 	busCtx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBus()
@@ -62,7 +64,7 @@ func Run(ctx context.Context, cfg Config) error {
 	incomplete := &connWatch{log: log}
 	var ws *wsconn.Handler
 	reg := metrics.NewRegistry()
-	observer := metrics.NewEdge(reg, metrics.EdgeSources{
+	observer = metrics.NewEdge(reg, metrics.EdgeSources{
 		Clients:            func() int { return ws.Len() },
 		SubscriptionLive:   bus.Live,
 		RedisChannels:      bus.Channels,

@@ -46,7 +46,7 @@ func BenchmarkPublish(b *testing.B) {
 // nopSink takes every message and does nothing with it.
 type nopSink struct{ n int }
 
-func (s *nopSink) Deliver(ms []*Message) bool { s.n += len(ms); return true }
+func (s *nopSink) Deliver(ms []*Message) (int, bool) { s.n += len(ms); return len(ms), true }
 
 // BenchmarkPublishSinks measures the hub's own share of a fan-out to
 // subscribers with a Sink (as WebSocket clients have), one shard and one

@@ -40,6 +40,11 @@ type Options struct {
 	// OnKick, if set, is called once for each kicked subscriber, from the
 	// goroutine delivering to it. It must not block and must not call the Hub.
 	OnKick func(*Subscriber)
+	// Written, if set, is told how many messages Sinks wrote during each
+	// shard's part of a publish: once per shard per Publish or
+	// PublishBatch, from that shard's goroutine, not once per subscriber.
+	// Queued subscribers are not counted: their reader writes them.
+	Written func(n int)
 	// Shards is how many parts the subscribers are split into, each
 	// delivered to by its own goroutine during a Publish. Zero means
 	// runtime.GOMAXPROCS(0).
@@ -86,12 +91,13 @@ func New(opts Options) *Hub {
 // given one or more messages of one channel, in publish order, and must
 // not block. Messages published from one goroutine reach it from one
 // goroutine at a time (not always the same one); with several publishers,
-// calls may overlap, so it must be safe for concurrent use. It
-// returns false when the subscriber cannot take them (it fell too far
-// behind), and the hub kicks it. A Sink that writes to a socket can send
-// what it is given in one write.
+// calls may overlap, so it must be safe for concurrent use. It returns
+// how many of ms it wrote (for Options.Written; messages it holds back or
+// drops are not written), and ok false when the subscriber cannot take
+// them (it fell too far behind), and the hub kicks it. A Sink that writes
+// to a socket can send what it is given in one write.
 type Sink interface {
-	Deliver(ms []*Message) bool
+	Deliver(ms []*Message) (written int, ok bool)
 }
 
 // Message is one encoded frame and where it sits in its channel's stream. A
@@ -240,6 +246,12 @@ func (h *Hub) PublishBatch(ms []*Message) (delivered int) {
 }
 
 func (h *Hub) publishShard(sh *shard, ms []*Message) (delivered int) {
+	written := 0
+	defer func() {
+		if written > 0 && h.opts.Written != nil {
+			h.opts.Written(written)
+		}
+	}()
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
 	for len(ms) > 0 {
@@ -253,7 +265,9 @@ func (h *Hub) publishShard(sh *shard, ms []*Message) (delivered int) {
 			if s.isKicked.Load() {
 				continue
 			}
-			if h.offer(s, run) {
+			n, ok := h.offer(s, run)
+			written += n
+			if ok {
 				delivered += len(run)
 			} else {
 				h.kick(s)
@@ -263,8 +277,9 @@ func (h *Hub) publishShard(sh *shard, ms []*Message) (delivered int) {
 	return delivered
 }
 
-// offer gives run to s's sink or queue, and reports whether s took it all.
-func (h *Hub) offer(s *Subscriber, run []*Message) bool {
+// offer gives run to s's sink or queue, and reports whether s took it all,
+// and how many messages a sink wrote.
+func (h *Hub) offer(s *Subscriber, run []*Message) (written int, ok bool) {
 	if s.sink != nil {
 		return s.sink.Deliver(run)
 	}
@@ -273,16 +288,16 @@ func (h *Hub) offer(s *Subscriber, run []*Message) bool {
 		// empty queue: otherwise one big message would cut every client.
 		if n := int64(len(m.Frame)); h.opts.QueueBytes > 0 {
 			if queued := s.bytes.Add(n) - n; queued > 0 && queued+n > int64(h.opts.QueueBytes) {
-				return false
+				return 0, false
 			}
 		}
 		select {
 		case s.queue <- m:
 		default:
-			return false
+			return 0, false
 		}
 	}
-	return true
+	return 0, true
 }
 
 // kick cuts s off once. Safe under a shard's read lock: isKicked makes it

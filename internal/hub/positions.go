@@ -26,7 +26,9 @@ func (p Positions) Pass(m *Message) bool {
 // order. Once a message beyond a channel's position passes, every later one
 // is beyond it too: the channel is dropped from p, and the rest of its
 // messages pass without a lookup. Catch-up must use Pass: a replay and the
-// live messages held meanwhile overlap.
+// live messages held meanwhile overlap. Live relies on one goroutine
+// publishing to the hub (the edge's fan-out), so that a client gets each
+// channel's messages in publish order.
 func (p Positions) Live(m *Message) bool {
 	if len(p) == 0 {
 		return true

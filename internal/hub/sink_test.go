@@ -18,18 +18,18 @@ type recordSink struct {
 	calls atomic.Int64 // Deliver calls, refused ones included
 }
 
-func (r *recordSink) Deliver(ms []*hub.Message) bool {
+func (r *recordSink) Deliver(ms []*hub.Message) (int, bool) {
 	r.calls.Add(1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.runs = append(r.runs, len(ms))
-	for _, m := range ms {
+	for i, m := range ms {
 		if r.limit > 0 && len(r.ids) >= r.limit {
-			return false
+			return i, false
 		}
 		r.ids = append(r.ids, m.ID)
 	}
-	return true
+	return len(ms), true
 }
 
 func (r *recordSink) got() []uint64 {
@@ -144,5 +144,28 @@ func isClosed(c <-chan struct{}) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// Options.Written is told what sinks wrote, once per shard per publish:
+// not what queued subscribers got, nor what a refusing sink did not take.
+func TestWrittenCountsWhatSinksWrote(t *testing.T) {
+	t.Parallel()
+	var written, calls atomic.Int64
+	h := hub.New(hub.Options{Shards: 2, Written: func(n int) { written.Add(int64(n)); calls.Add(1) }})
+	for range 100 {
+		h.Subscribe([]string{"c"}, &recordSink{})
+	}
+	h.Subscribe([]string{"c"}, nil)                   // a queue: not counted
+	h.Subscribe([]string{"c"}, &recordSink{limit: 1}) // takes one of two
+	ms := []*hub.Message{{Channel: "c", ID: 1, Frame: []byte("a")}, {Channel: "c", ID: 2, Frame: []byte("b")}}
+	if n := h.PublishBatch(ms); n != 2*101 {
+		t.Errorf("PublishBatch delivered %d, want %d (sinks and the queue that took both)", n, 2*101)
+	}
+	if got := written.Load(); got != 2*100+1 {
+		t.Errorf("Written told %d, want %d", got, 2*100+1)
+	}
+	if c := calls.Load(); c < 1 || c > 2 {
+		t.Errorf("Written called %d times, want once per shard (1 or 2)", c)
 	}
 }

@@ -51,11 +51,11 @@ func NewEdge(reg prometheus.Registerer, src EdgeSources, labelChannels []string)
 		}, []string{"transport", "reason"}),
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgrelay_edge_messages_delivered_total",
-			Help: "Messages handed to clients, one per client per message: live ones as the hub hands them over (written to the socket, or queued when it is full), replayed ones as written.",
+			Help: "Messages written to clients, one per client per message (handed to the socket, or queued for it when it is full).",
 		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pgrelay_edge_delivery_latency_seconds",
-			Help:    "Time from the relay publishing a message to the end of its fan-out: the edge has handed it to every client's socket (or queued it, where the socket is full). One observation per live message.",
+			Help:    "Time from the relay publishing a message to the end of its fan-out: the edge has handed it to every client (written, or queued where a socket is full or a client is still catching up). One observation per live message.",
 			Buckets: latencyBuckets,
 		}),
 	}
@@ -95,20 +95,24 @@ func (m *Edge) Disconnected(transport, reason string) {
 }
 
 // Delivered implements wsconn.Observer: one message written to one client
-// by the client's own goroutine (a replay, a position frame).
+// (a replay, a position frame, an SSE event, a message held during
+// catch-up).
 func (m *Edge) Delivered(msg *hub.Message, at time.Time) {
 	m.delivered.Inc()
 }
 
-// FannedOut counts a batch of live messages the hub handed to delivered
-// clients in all, done at at. It is called once per batch, not per client:
-// per-delivery counting cost ~3% of the edge's CPU, most of it the two
-// fan-out shards updating the same counters.
+// Written counts n messages written to clients by the hub's fan-out
+// (hub.Options.Written): once per shard per batch, not once per client.
+// Counting per delivery cost ~3% of the edge's CPU, most of it the two
+// fan-out shards updating the same counter.
+func (m *Edge) Written(n int) { m.delivered.Add(float64(n)) }
+
+// FannedOut times a batch of live messages whose fan-out ended at at,
+// having reached delivered clients in all: one observation per message.
 func (m *Edge) FannedOut(ms []*hub.Message, delivered int, at time.Time) {
 	if delivered == 0 {
 		return
 	}
-	m.delivered.Add(float64(delivered))
 	for _, msg := range ms {
 		if msg.Published > 0 {
 			m.latency.Observe(at.Sub(time.UnixMicro(msg.Published)).Seconds())

@@ -53,10 +53,11 @@ func TestEdgeObserverCounts(t *testing.T) {
 	m := NewEdge(reg, edgeSources(), []string{"data", "orders"})
 	now := time.Now()
 	m.Delivered(&hub.Message{Published: now.Add(-3 * time.Millisecond).UnixMicro()}, now) // a replay: counted, not timed
-	// A batch of two live messages handed to 5 deliveries in all; the one
-	// without a timestamp is counted, not timed.
+	m.Written(5)                                                                          // what the fan-out wrote
+	// A batch of two live messages that reached clients: the one without
+	// a timestamp is not timed; nor is a batch no client had.
 	m.FannedOut([]*hub.Message{{Published: now.Add(-3 * time.Millisecond).UnixMicro()}, {}}, 5, now)
-	m.FannedOut([]*hub.Message{{Published: now.Add(-time.Second).UnixMicro()}}, 0, now) // no client had it
+	m.FannedOut([]*hub.Message{{Published: now.Add(-time.Second).UnixMicro()}}, 0, now)
 	got := gather(t, reg)
 	if got["pgrelay_edge_messages_delivered_total"] != 6 {
 		t.Errorf("delivered = %v, want 6", got["pgrelay_edge_messages_delivered_total"])

@@ -90,22 +90,24 @@ func newWSClient(h *Handler) *wsClient {
 
 // Deliver is the hub's way in: never blocking, false if the client is too
 // far behind (the hub then kicks it). What one call is given leaves in one
-// write.
-func (cl *wsClient) Deliver(ms []*hub.Message) bool {
+// write. It returns how many messages it wrote: the hub counts those for
+// the metrics; held ones are counted by goLive when written, and those
+// Positions drops are not counted.
+func (cl *wsClient) Deliver(ms []*hub.Message) (written int, ok bool) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if cl.closing {
-		return true // the client is going: not slow
+		return 0, true // the client is going: not slow
 	}
 	if !cl.live {
 		for _, m := range ms {
 			if len(cl.held) >= cl.h.opts.QueueSize || (len(cl.held) > 0 && cl.heldBytes+len(m.Frame) > cl.h.opts.QueueBytes) {
-				return false
+				return 0, false
 			}
 			cl.held = append(cl.held, m)
 			cl.heldBytes += len(m.Frame)
 		}
-		return true
+		return 0, true
 	}
 	bytes, frames := cl.wire.hold()
 	n := 0
@@ -118,15 +120,15 @@ func (cl *wsClient) Deliver(ms []*hub.Message) bool {
 		// A frame larger than the bound on its own is still taken by an
 		// empty queue: otherwise one big message would cut every client.
 		if frames+n >= cl.h.opts.QueueSize || (bytes > 0 && bytes+len(m.Frame) > cl.h.opts.QueueBytes) {
-			return false
+			return n, false
 		}
 		if !cl.write(m, now) {
-			return true // a failed write ends the connection, not as "slow"
+			return n, true // a failed write ends the connection, not as "slow"
 		}
 		n++
 		bytes += len(m.Frame) + 14 // at most 14 bytes of frame header
 	}
-	return true
+	return n, true
 }
 
 // write puts m on the wire; the caller holds the wire. A message encoded
@@ -185,6 +187,7 @@ func (cl *wsClient) goLive(pos hub.Positions) {
 	for _, m := range cl.held {
 		if !cl.closing && pos.Live(m) && cl.write(m, now) {
 			n++
+			cl.h.opts.Observer.Delivered(m, now)
 		}
 	}
 	cl.wire.release(n)

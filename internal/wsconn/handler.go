@@ -55,10 +55,9 @@ type Observer interface {
 	// left), "slow", "going_away", "write_error", "ping_timeout",
 	// "history_unavailable", "policy" (it sent data), "token_expired".
 	Disconnected(transport, reason string)
-	// Delivered counts one message written to a client by the client's own
-	// goroutine (position frames, replay), at time at. Live messages the
-	// hub hands to clients are the publisher's to count: the edge counts
-	// them per batch (metrics.Edge.FannedOut).
+	// Delivered counts one message written to a client, at time at, except
+	// those a WebSocket client writes in its Deliver: the hub reports those
+	// in bulk (hub.Options.Written).
 	Delivered(m *hub.Message, at time.Time)
 }
 

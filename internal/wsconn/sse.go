@@ -75,9 +75,8 @@ type sseStream struct {
 	pos map[string]uint64 // last id written per channel: the cursor
 }
 
-// send writes one event and flushes it within WriteTimeout. A live one was
-// counted when the hub queued it; others are counted here.
-func (s *sseStream) send(m *hub.Message, live bool) error {
+// send writes one event and flushes it within WriteTimeout.
+func (s *sseStream) send(m *hub.Message) error {
 	s.pos[m.Channel] = m.ID
 	kind := "message"
 	switch {
@@ -90,9 +89,7 @@ func (s *sseStream) send(m *hub.Message, live bool) error {
 	if err := s.flush(); err != nil {
 		return writeError{err}
 	}
-	if !live {
-		s.h.opts.Observer.Delivered(m, time.Now())
-	}
+	s.h.opts.Observer.Delivered(m, time.Now())
 	return nil
 }
 
@@ -128,7 +125,7 @@ func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *h
 	pos := make(hub.Positions, len(since)+len(start))
 	for _, m := range start {
 		pos[m.Channel] = m.ID
-		if err := s.send(m, false); err != nil {
+		if err := s.send(m); err != nil {
 			return ended()
 		}
 	}
@@ -139,7 +136,7 @@ func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *h
 			if !pos.Pass(m) {
 				return nil
 			}
-			return s.send(m, false)
+			return s.send(m)
 		})
 		if err != nil {
 			if ctx.Err() == nil && !errors.As(err, new(writeError)) {
@@ -159,7 +156,7 @@ func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *h
 			if !pos.Live(m) {
 				continue
 			}
-			if err := s.send(m, true); err != nil {
+			if err := s.send(m); err != nil {
 				return ended()
 			}
 		case <-ping.C:
