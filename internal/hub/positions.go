@@ -30,16 +30,11 @@ func (p Positions) Pass(m *Message) bool {
 // publishing to the hub (the edge's fan-out), so that a client gets each
 // channel's messages in publish order.
 func (p Positions) Live(m *Message) bool {
-	if len(p) == 0 {
-		return true
-	}
-	last, tracked := p[m.Channel]
-	if !tracked {
-		return true
-	}
-	if m.ID <= last {
+	if !p.Pass(m) {
 		return false
 	}
-	delete(p, m.Channel)
+	if len(p) > 0 {
+		delete(p, m.Channel)
+	}
 	return true
 }
