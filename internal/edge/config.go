@@ -32,7 +32,7 @@ type Config struct {
 	MaxChannels      int           `split_words:"true" default:"32" desc:"most channels one connection may ask for"`
 	QueueSize        int           `split_words:"true" default:"256" desc:"messages that may wait for one client; a client whose queue is full is closed with 1013"`
 	QueueBytes       int           `split_words:"true" default:"4194304" desc:"frame bytes that may wait for one client (4 MiB); beyond it the client is closed with 1013, as with a full queue"`
-	SendBuffer       int           `split_words:"true" default:"262144" desc:"kernel send buffer per WebSocket client socket in bytes (SO_SNDBUF; Linux doubles it); 0: the kernel's autotuning, which lets a client that stops reading hold up to tcp_wmem's max (often 4 MiB) before EDGE_QUEUE_SIZE/BYTES see it"`
+	SendBuffer       int           `split_words:"true" default:"262144" desc:"kernel send buffer per client socket in bytes (SO_SNDBUF; Linux doubles it); 0: the kernel's autotuning, which lets a client that stops reading hold up to tcp_wmem's max (often 4 MiB) before EDGE_QUEUE_SIZE/BYTES see it"`
 	WriteTimeout     time.Duration `split_words:"true" default:"10s" desc:"bound on each write to a client"`
 	HeaderTimeout    time.Duration `split_words:"true" default:"5s" desc:"time a client has to send its request headers (slowloris)"`
 	MaxHeaderBytes   int           `split_words:"true" default:"16384" desc:"largest request line and headers accepted (URL, cookies, token)"`

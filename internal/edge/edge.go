@@ -118,6 +118,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	srv := &http.Server{
 		ConnState:         incomplete.track,
+		ConnContext:       sendBuffer(cfg.SendBuffer),
 		Handler:           mux,
 		ReadHeaderTimeout: cfg.HeaderTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
@@ -158,4 +159,17 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Wait()
 	log.Info("edge stopped")
 	return err
+}
+
+// sendBuffer caps every accepted connection's kernel send buffer
+// (EDGE_SEND_BUFFER), so that an SSE client that stops reading is found
+// too: its response is not hijacked, and wsconn only sets the buffer of
+// WebSocket connections.
+func sendBuffer(size int) func(context.Context, net.Conn) context.Context {
+	return func(ctx context.Context, c net.Conn) context.Context {
+		if tc, ok := c.(*net.TCPConn); ok && size > 0 {
+			_ = tc.SetWriteBuffer(size) // best effort: the queue bounds still hold
+		}
+		return ctx
+	}
 }

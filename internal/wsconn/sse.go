@@ -112,7 +112,15 @@ func (s *sseStream) flush() error {
 func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *hub.Subscriber, start []*hub.Message, since map[string]uint64, expires time.Time) (reason string) {
 	expired := expiry(expires)
 	defer expired.Stop()
+	// A kick must not wait for a write blocked on a client that stopped
+	// reading (up to WriteTimeout): it ends that write now.
+	sub.OnKick(func() { _ = s.rc.SetWriteDeadline(time.Now()) })
 	ended := func() string {
+		select {
+		case <-sub.Kicked():
+			return "slow"
+		default:
+		}
 		if ctx.Err() != nil {
 			return "client"
 		}
