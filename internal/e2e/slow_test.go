@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"syscall"
@@ -189,7 +190,7 @@ func TestIdlePeerWithoutPongIsDropped(t *testing.T) {
 // here), the 2,000 messages of ~1 KB would all fit in its send buffer and
 // it would never be cut.
 func TestSendBufferCapFindsStalledClient(t *testing.T) {
-	stalledClientIsCut(t, "sndbuf", func(c *edge.Config) {
+	stalledClientIsCut(t, "sndbuf", "ws", func(c *edge.Config) {
 		c.SendBuffer = 16 << 10
 		c.QueueSize = 1000 // room for the reader's lag under -race; the stalled one passes it
 	})
@@ -201,20 +202,33 @@ func TestSendBufferCapFindsStalledClient(t *testing.T) {
 // (EDGE_SEND_BUFFER=0) the stalled client would hold up to 4 MiB before the
 // edge saw it, and this test fails.
 func TestDefaultsFindStalledClient(t *testing.T) {
-	stalledClientIsCut(t, "sndbufdef", func(c *edge.Config) {})
+	stalledClientIsCut(t, "sndbufdef", "ws", func(c *edge.Config) {})
 }
 
 // stalledClientIsCut notifies 2,000 messages of ~1 KB to a client that never
-// reads and one that does, on an edge configured by configure, and checks
-// that the first was cut as slow and the second got everything.
-func stalledClientIsCut(t *testing.T, name string, configure func(*edge.Config)) {
+// reads (over transport: "ws" or "sse") and a WebSocket client that does, on
+// an edge configured by configure, and checks that the first was cut as slow
+// and the second got everything.
+func stalledClientIsCut(t *testing.T, name, transport string, configure func(*edge.Config)) {
 	const n = 2000
 	prefix, ch := testenv.Name(name), testenv.Name("data")
 	r := startRelay(t, "relay", prefix, []string{ch})
 	waitLeader(t, r)
 	e := startEdge(t, "edge", prefix, configure)
 
-	stalled := dialWith(t, e, ch, smallBufferClient())
+	switch transport {
+	case "ws":
+		dialWith(t, e, ch, smallBufferClient())
+	case "sse":
+		req, _ := http.NewRequest("GET", e.url("/events?channel="+url.QueryEscape(ch)), nil)
+		resp, err := smallBufferClient().Do(req) // never read
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+	default:
+		t.Fatalf("transport %q", transport)
+	}
 	fast := dial(t, e, ch)
 	done := make(chan error, 1)
 	go func() { done <- expectSequenceFrom(fast, ch, n) }()
@@ -227,8 +241,7 @@ func stalledClientIsCut(t *testing.T, name string, configure func(*edge.Config))
 		t.Fatalf("fast client: %v", err)
 	}
 	waitReadyz(t, e, "ready, 1 clients")
-	if v := metricValue(t, e, `pgrelay_edge_disconnections_total{reason="slow",transport="ws"}`); v != 1 {
-		t.Errorf("slow disconnections = %v, want 1", v)
+	if v := metricValue(t, e, `pgrelay_edge_disconnections_total{reason="slow",transport="`+transport+`"}`); v != 1 {
+		t.Errorf("slow %s disconnections = %v, want 1", transport, v)
 	}
-	_ = stalled
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgrelay/pgrelay/internal/edge"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 )
 
@@ -144,31 +145,5 @@ func TestSSEResumesWithLastEventID(t *testing.T) {
 // ~1 KB and the edge would never see it fall behind. Its stream ends as
 // soon as it is kicked, not after EDGE_WRITE_TIMEOUT, and as "slow".
 func TestSSEStalledClientIsCut(t *testing.T) {
-	const n = 2000
-	prefix, ch := testenv.Name("ssestall"), testenv.Name("data")
-	r := startRelay(t, "relay", prefix, []string{ch})
-	waitLeader(t, r)
-	e := startEdge(t, "edge", prefix)
-
-	req, _ := http.NewRequest("GET", e.url("/events?channel="+url.QueryEscape(ch)), nil)
-	resp, err := smallBufferClient().Do(req) // never read
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	fast := dial(t, e, ch)
-	done := make(chan error, 1)
-	go func() { done <- expectSequenceFrom(fast, ch, n) }()
-	conn := testenv.Conn(t)
-	pad := strings.Repeat("p", 1000)
-	for i := range n {
-		notify(t, conn, ch, strconv.Itoa(i)+" "+pad)
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("WebSocket client: %v", err)
-	}
-	waitReadyz(t, e, "ready, 1 clients")
-	if v := metricValue(t, e, `pgrelay_edge_disconnections_total{reason="slow",transport="sse"}`); v != 1 {
-		t.Errorf("slow SSE disconnections = %v, want 1", v)
-	}
+	stalledClientIsCut(t, "ssestall", "sse", func(c *edge.Config) {})
 }
