@@ -76,22 +76,39 @@ func notes(ch string, from, to int) []note {
 	return out
 }
 
+// batchTest is a leading listener on a fresh channel whose Handle is b
+// (MaxBatch 10), counting what it reads and drops, and a connection to
+// notify on.
+type batchTest struct {
+	ch             string
+	b              *batches
+	l              *listener
+	conn           *pgx.Conn
+	reads, dropped atomic.Int32
+}
+
+func startBatchTest(t *testing.T) *batchTest {
+	t.Helper()
+	bt := &batchTest{ch: testenv.Name("pl"), b: newBatches()}
+	bt.l = start(t, lockKey(), options{
+		channels: []string{bt.ch},
+		batch:    bt.b.handle,
+		maxBatch: 10,
+		read:     func(pglisten.Notification) { bt.reads.Add(1) },
+		dropped:  func(n int) { bt.dropped.Add(int32(n)) },
+	})
+	bt.l.waitRole(t, pglisten.RoleLeader)
+	bt.conn = testenv.Conn(t)
+	return bt
+}
+
 // A lone notification is passed at once, alone; those that arrive while
 // Handle runs come in the next call, together, in order, at most MaxBatch at
 // a time; and no more than MaxBatch are read ahead.
 func TestHandleGetsWhatArrivedMeanwhile(t *testing.T) {
 	t.Parallel()
-	ch := testenv.Name("pl")
-	b := newBatches()
-	var reads atomic.Int32
-	l := start(t, lockKey(), options{
-		channels: []string{ch},
-		batch:    b.handle,
-		maxBatch: 10,
-		read:     func(pglisten.Notification) { reads.Add(1) },
-	})
-	l.waitRole(t, pglisten.RoleLeader)
-	conn := testenv.Conn(t)
+	bt := startBatchTest(t)
+	ch, b, conn, reads := bt.ch, bt.b, bt.conn, &bt.reads
 	notify(t, conn, ch, "first")
 	if got := b.next(t); !slices.Equal(got, []note{{ch, "first"}}) {
 		t.Fatalf("first call got %v, want only the lone notification", got)
@@ -126,18 +143,8 @@ func TestHandleGetsWhatArrivedMeanwhile(t *testing.T) {
 // is never handled but counted by OnDropped. The next session starts clean.
 func TestHandleErrorDropsTheQueue(t *testing.T) {
 	t.Parallel()
-	ch := testenv.Name("pl")
-	b := newBatches()
-	var reads, dropped atomic.Int32
-	l := start(t, lockKey(), options{
-		channels: []string{ch},
-		batch:    b.handle,
-		maxBatch: 10,
-		read:     func(pglisten.Notification) { reads.Add(1) },
-		dropped:  func(n int) { dropped.Add(int32(n)) },
-	})
-	l.waitRole(t, pglisten.RoleLeader)
-	conn := testenv.Conn(t)
+	bt := startBatchTest(t)
+	ch, b, l, conn, reads, dropped := bt.ch, bt.b, bt.l, bt.conn, &bt.reads, &bt.dropped
 	notify(t, conn, ch, "first")
 	b.next(t)
 	burst(t, conn, ch, 11)
@@ -160,18 +167,8 @@ func TestHandleErrorDropsTheQueue(t *testing.T) {
 // exactly once.
 func TestConnectionLossDropsTheQueue(t *testing.T) {
 	t.Parallel()
-	ch := testenv.Name("pl")
-	b := newBatches()
-	var reads, dropped atomic.Int32
-	l := start(t, lockKey(), options{
-		channels: []string{ch},
-		batch:    b.handle,
-		maxBatch: 10,
-		read:     func(pglisten.Notification) { reads.Add(1) },
-		dropped:  func(n int) { dropped.Add(int32(n)) },
-	})
-	l.waitRole(t, pglisten.RoleLeader)
-	conn := testenv.Conn(t)
+	bt := startBatchTest(t)
+	ch, b, l, conn, reads, dropped := bt.ch, bt.b, bt.l, bt.conn, &bt.reads, &bt.dropped
 	notify(t, conn, ch, "first")
 	b.next(t)
 	burst(t, conn, ch, 5)
@@ -192,18 +189,8 @@ func TestConnectionLossDropsTheQueue(t *testing.T) {
 // Handle, in order, before Run returns; nothing is dropped.
 func TestGracefulStopHandlesTheQueue(t *testing.T) {
 	t.Parallel()
-	ch := testenv.Name("pl")
-	b := newBatches()
-	var reads, dropped atomic.Int32
-	l := start(t, lockKey(), options{
-		channels: []string{ch},
-		batch:    b.handle,
-		maxBatch: 10,
-		read:     func(pglisten.Notification) { reads.Add(1) },
-		dropped:  func(n int) { dropped.Add(int32(n)) },
-	})
-	l.waitRole(t, pglisten.RoleLeader)
-	conn := testenv.Conn(t)
+	bt := startBatchTest(t)
+	ch, b, l, conn, reads, dropped := bt.ch, bt.b, bt.l, bt.conn, &bt.reads, &bt.dropped
 	notify(t, conn, ch, "first")
 	b.next(t)
 	burst(t, conn, ch, 30) // 10 queued, 1 held, 19 left in the socket
