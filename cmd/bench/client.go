@@ -36,9 +36,9 @@ type client struct {
 	foreign    uint64 // messages of other senders on the channel
 	malformed  uint64 // messages that were not frames
 	lastID     uint64
-	count      uint64   // sequence numbers this run sends
-	seen       []uint64 // bit per sequence number
-	err        error    // why reading stopped
+	count      uint64 // sequence numbers this run sends
+	seen       seqSet
+	err        error // why reading stopped
 }
 
 func newClient(idx int, slow bool, count int, run string, lat *hist) *client {
@@ -46,7 +46,7 @@ func newClient(idx int, slow bool, count int, run string, lat *hist) *client {
 	c.frameFn = c.onFrame
 	c.warm.Store(-1)
 	if !slow {
-		c.seen = make([]uint64, (count+63)/64)
+		c.seen = newSeqSet(count)
 	}
 	return c
 }
@@ -133,12 +133,10 @@ func (c *client) handle(msg []byte, now int64) {
 		if c.slow {
 			return
 		}
-		w, bit := p.seq/64, uint64(1)<<(p.seq%64)
-		if c.seen[w]&bit != 0 {
+		if !c.seen.add(p.seq) {
 			c.duplicates++
 			return
 		}
-		c.seen[w] |= bit
 		c.unique.Add(1)
 		c.lat.Record(time.Duration(now - p.sent))
 	})
@@ -174,4 +172,19 @@ func (c *client) drain(deadline time.Time) (cut bool) {
 		}
 		c.handle(msg, time.Now().UnixNano())
 	}
+}
+
+// seqSet holds a bit per sequence number of a run, to find duplicates.
+type seqSet []uint64
+
+func newSeqSet(count int) seqSet { return make(seqSet, (count+63)/64) }
+
+// add marks seq, and reports whether it was not marked yet.
+func (s seqSet) add(seq uint64) bool {
+	w, bit := seq/64, uint64(1)<<(seq%64)
+	if s[w]&bit != 0 {
+		return false
+	}
+	s[w] |= bit
+	return true
 }

@@ -50,7 +50,7 @@ func startListener(ctx context.Context, l listener) (stop func()) {
 type arrivals struct {
 	run   string
 	count uint64
-	seen  []uint64
+	seen  seqSet
 	lat   hist
 
 	unique atomic.Uint64 // distinct notifications of this run
@@ -62,7 +62,7 @@ type arrivals struct {
 }
 
 func newArrivals(run string, count int) *arrivals {
-	a := &arrivals{run: run, count: uint64(count), seen: make([]uint64, (count+63)/64)}
+	a := &arrivals{run: run, count: uint64(count), seen: newSeqSet(count)}
 	a.warm.Store(-1)
 	return a
 }
@@ -86,12 +86,10 @@ func (a *arrivals) record(payload []byte, now int64) {
 		a.first = time.Unix(0, now)
 	}
 	a.last = time.Unix(0, now)
-	w, bit := p.seq/64, uint64(1)<<(p.seq%64)
-	if a.seen[w]&bit != 0 {
+	if !a.seen.add(p.seq) {
 		a.duplicates++
 		return
 	}
-	a.seen[w] |= bit
 	a.unique.Add(1)
 	a.lat.Record(time.Duration(now - p.sent))
 }
