@@ -88,7 +88,6 @@ func Run(ctx context.Context, cfg Config) error {
 		WriteTimeout:   cfg.WriteTimeout,
 		QueueSize:      cfg.QueueSize,
 		QueueBytes:     cfg.QueueBytes,
-		SendBuffer:     cfg.SendBuffer,
 		PingInterval:   cfg.PingInterval,
 		Logger:         log,
 	})
@@ -162,9 +161,10 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // sendBuffer caps every accepted connection's kernel send buffer
-// (EDGE_SEND_BUFFER), so that an SSE client that stops reading is found
-// too: its response is not hijacked, and wsconn only sets the buffer of
-// WebSocket connections.
+// (EDGE_SEND_BUFFER), WebSocket and SSE alike. What it cannot hold waits in
+// the client's queue, where EDGE_QUEUE_SIZE and EDGE_QUEUE_BYTES see it;
+// with the kernel's autotuning (0) a client that stops reading could hold
+// megabytes before the queue noticed.
 func sendBuffer(size int) func(context.Context, net.Conn) context.Context {
 	return func(ctx context.Context, c net.Conn) context.Context {
 		if tc, ok := c.(*net.TCPConn); ok && size > 0 {

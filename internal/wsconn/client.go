@@ -32,10 +32,9 @@ const replayHigh = 64 << 10
 // 4 KiB + 4 KiB that net/http hands over.
 type hijackRecorder struct {
 	http.ResponseWriter
-	timeout    time.Duration
-	sendBuffer int
-	conn       net.Conn
-	wire       *wire
+	timeout time.Duration
+	conn    net.Conn
+	wire    *wire
 }
 
 func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -44,9 +43,6 @@ func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return c, brw, err
 	}
 	h.conn = c
-	if tc, ok := c.(*net.TCPConn); ok && h.sendBuffer > 0 {
-		_ = tc.SetWriteBuffer(h.sendBuffer) // best effort: the queue bounds still hold
-	}
 	h.wire = newWire(c, h.timeout)
 	r := brw.Reader
 	if r.Buffered() == 0 { // else the client already sent something: keep it

@@ -106,12 +106,6 @@ type Options struct {
 	// QueueBytes bounds the frame bytes waiting for one client, the same
 	// way. Zero means 4 MiB.
 	QueueBytes int
-	// SendBuffer, if positive, sets each client socket's kernel send
-	// buffer (SO_SNDBUF). What it cannot hold waits in the client's queue,
-	// where QueueSize and QueueBytes see it; zero leaves the kernel's
-	// autotuning, which lets a client that stops reading hold megabytes
-	// before the queue notices. The edge's default is 256 KiB.
-	SendBuffer int
 	// PingInterval is how often a client is pinged; a client that does not
 	// answer within the interval is dropped. Zero means 25s.
 	PingInterval time.Duration
@@ -258,7 +252,7 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 		return
 	}
 	start := h.positions(chans, since) // before open: see Broker.Position
-	rec := &hijackRecorder{ResponseWriter: w, timeout: h.opts.WriteTimeout, sendBuffer: h.opts.SendBuffer}
+	rec := &hijackRecorder{ResponseWriter: w, timeout: h.opts.WriteTimeout}
 	ws, err := websocket.Accept(rec, r, &websocket.AcceptOptions{
 		OriginPatterns: h.opts.OriginPatterns,
 		// A browser sends its token as a second subprotocol; the edge
