@@ -154,11 +154,10 @@ func (cl *wsClient) writeNow(m *hub.Message) error {
 	ok := !cl.closing
 	if ok {
 		_, _ = cl.wire.hold()
-		now := time.Now()
-		ok = cl.write(m, now)
+		ok = cl.write(m, time.Now())
 		cl.wire.release(b2i(ok))
 		if ok {
-			cl.h.opts.Observer.Delivered(m, now)
+			cl.h.opts.Observer.Delivered(m)
 		}
 	}
 	cl.mu.Unlock()
@@ -183,7 +182,7 @@ func (cl *wsClient) goLive(pos hub.Positions) {
 	for _, m := range cl.held {
 		if !cl.closing && pos.Live(m) && cl.write(m, now) {
 			n++
-			cl.h.opts.Observer.Delivered(m, now)
+			cl.h.opts.Observer.Delivered(m)
 		}
 	}
 	cl.wire.release(n)

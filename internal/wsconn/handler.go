@@ -55,18 +55,18 @@ type Observer interface {
 	// left), "slow", "going_away", "write_error", "ping_timeout",
 	// "history_unavailable", "policy" (it sent data), "token_expired".
 	Disconnected(transport, reason string)
-	// Delivered counts one message written to a client, at time at, except
+	// Delivered counts one message written to a client, except
 	// those a WebSocket client writes in its Deliver: the hub reports those
 	// in bulk (hub.Options.Written).
-	Delivered(m *hub.Message, at time.Time)
+	Delivered(m *hub.Message)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) Refused(string)                    {}
-func (nopObserver) Connected(string)                  {}
-func (nopObserver) Disconnected(string, string)       {}
-func (nopObserver) Delivered(*hub.Message, time.Time) {}
+func (nopObserver) Refused(string)              {}
+func (nopObserver) Connected(string)            {}
+func (nopObserver) Disconnected(string, string) {}
+func (nopObserver) Delivered(*hub.Message)      {}
 
 // Authorize decides whether r may read channels. It returns when the grant
 // expires (zero: never) or an error, which refuses the request before the
