@@ -29,11 +29,12 @@ const replayHigh = 64 << 10
 // hijackRecorder keeps the socket coder/websocket hijacks, so that a close
 // can be bounded (the library's close handshake has no deadline of its
 // own), and gives the library small buffers over a wire instead of the
-// 4 KiB + 4 KiB that net/http hands over.
+// 4 KiB + 4 KiB that net/http hands over. The library, like everyone else,
+// gets the socket as a wireConn: the wire owns its close.
 type hijackRecorder struct {
 	http.ResponseWriter
 	timeout time.Duration
-	conn    net.Conn
+	conn    net.Conn // a *wireConn
 	wire    *wire
 }
 
@@ -42,13 +43,13 @@ func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return c, brw, err
 	}
-	h.conn = c
 	h.wire = newWire(c, h.timeout)
+	h.conn = &wireConn{Conn: c, w: h.wire}
 	r := brw.Reader
 	if r.Buffered() == 0 { // else the client already sent something: keep it
-		r = bufio.NewReaderSize(c, readBufferSize)
+		r = bufio.NewReaderSize(h.conn, readBufferSize)
 	}
-	return c, bufio.NewReadWriter(r, bufio.NewWriterSize(h.wire, writeBufferSize)), nil
+	return h.conn, bufio.NewReadWriter(r, bufio.NewWriterSize(h.wire, writeBufferSize)), nil
 }
 
 func (h *hijackRecorder) Unwrap() http.ResponseWriter { return h.ResponseWriter }
@@ -105,10 +106,9 @@ func (cl *wsClient) Deliver(ms []*hub.Message) (written int, ok bool) {
 		}
 		return 0, true
 	}
-	bytes, frames := cl.wire.hold()
+	bytes, frames := cl.wire.lock()
 	n := 0
-	defer func() { cl.wire.release(n) }()
-	now := time.Now()
+	ok = true
 	for _, m := range ms {
 		if !cl.pos.Live(m) {
 			continue
@@ -116,34 +116,25 @@ func (cl *wsClient) Deliver(ms []*hub.Message) (written int, ok bool) {
 		// A frame larger than the bound on its own is still taken by an
 		// empty queue: otherwise one big message would cut every client.
 		if frames+n >= cl.h.opts.QueueSize || (bytes > 0 && bytes+len(m.Frame) > cl.h.opts.QueueBytes) {
-			return n, false
+			ok = false
+			break
 		}
-		if !cl.write(m, now) {
-			return n, true // a failed write ends the connection, not as "slow"
+		if !cl.wire.appendLocked(m) {
+			break // a failed write ends the connection, not as "slow"
 		}
 		n++
 		bytes += len(m.Frame) + 14 // at most 14 bytes of frame header
 	}
-	return n, true
+	cl.wire.unlock(n)
+	cl.wrote(n)
+	return n, ok
 }
 
-// write puts m on the wire; the caller holds the wire. A message encoded
-// with Encode is appended as it is. Otherwise the library encodes it, as
-// it does its own frames (pings, pongs, closes): each of those reaches the
-// wire whole, in one Write, since it fits the write buffer and the
-// library flushes after every frame, so the two never interleave.
-func (cl *wsClient) write(m *hub.Message, now time.Time) bool {
-	var err error
-	if m.Wire != nil {
-		_, err = cl.wire.Write(m.Wire)
-	} else {
-		err = cl.ws.Write(context.Background(), websocket.MessageText, m.Frame)
+// wrote notes that n frames were just written, for the pinger.
+func (cl *wsClient) wrote(n int) {
+	if n > 0 {
+		cl.lastWrite.Store(time.Now().UnixNano())
 	}
-	if err != nil {
-		return false
-	}
-	cl.lastWrite.Store(now.UnixNano())
-	return true
 }
 
 // writeNow writes m from the client's own goroutine (position frames and
@@ -153,10 +144,11 @@ func (cl *wsClient) writeNow(m *hub.Message) error {
 	cl.mu.Lock()
 	ok := !cl.closing
 	if ok {
-		_, _ = cl.wire.hold()
-		ok = cl.write(m, time.Now())
-		cl.wire.release(b2i(ok))
+		cl.wire.lock()
+		ok = cl.wire.appendLocked(m)
+		cl.wire.unlock(b2i(ok))
 		if ok {
+			cl.wrote(1)
 			cl.h.opts.Observer.Delivered(m)
 		}
 	}
@@ -176,16 +168,16 @@ func (cl *wsClient) goLive(pos hub.Positions) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	cl.pos = pos
-	_, _ = cl.wire.hold()
+	cl.wire.lock()
 	n := 0
-	now := time.Now()
 	for _, m := range cl.held {
-		if !cl.closing && pos.Live(m) && cl.write(m, now) {
+		if !cl.closing && pos.Live(m) && cl.wire.appendLocked(m) {
 			n++
 			cl.h.opts.Observer.Delivered(m)
 		}
 	}
-	cl.wire.release(n)
+	cl.wire.unlock(n)
+	cl.wrote(n)
 	cl.held, cl.heldBytes = nil, 0
 	cl.live = true
 }

@@ -6,41 +6,41 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pgrelay/pgrelay/internal/hub"
 )
 
-// wire is the io.Writer under coder/websocket's write buffer for one client:
-// the library encodes frames, wire puts them on the socket. It never blocks
-// its caller. It tries one non-blocking write(2); what the kernel does not
-// take waits in pending, and only then does a flusher goroutine start, which
+// wire puts a client's frames on its socket without ever blocking its
+// caller. It tries one non-blocking write(2); what the kernel does not take
+// waits in pending, and only then does a flusher goroutine start, which
 // writes with a deadline until pending is empty and then ends. So one
 // goroutine can fan a message out to thousands of clients without waiting
 // on any, a client that keeps up costs no writer goroutine, and frames that
 // pile up for one that falls behind leave together, in one write.
 //
-// Callers that write several frames in a row hold the wire (hold, then
-// release): what they write is sent once, at release. Writes made without a
-// hold (the library answering a ping, or echoing a close) are sent at once.
+// Data frames are appended between lock and unlock (what one lock gathers
+// is sent once, at unlock): one lock per delivery. wire is also the
+// io.Writer under coder/websocket's write buffer, for the library's own
+// frames (pongs, pings, closes), which are sent at once.
+//
+// The non-blocking write goes straight to the socket's descriptor, not
+// through the runtime's RawConn (which locks and unlocks the descriptor on
+// every write). That is safe because wire owns every close of the socket:
+// everyone else, coder/websocket included, is given a conn whose Close is
+// wire's close. A write and the close both hold mu, and after the close
+// nothing is written: the descriptor's number, which the kernel may hand
+// to the next socket accepted, is never written to once it is not ours.
 type wire struct {
 	raw     net.Conn
-	rc      syscall.RawConn // nil: no non-blocking write here; the flusher sends everything
-	timeout time.Duration   // bound on each of the flusher's writes
-
-	// writeFn is w.write1 made once: a closure made per write would be
-	// allocated per write. Its argument and results pass through out,
-	// under mu.
-	writeFn func(fd uintptr) bool
-	out     struct {
-		b   []byte
-		n   int
-		err error
-	}
+	fd      int           // raw's descriptor, for the non-blocking write; -1: none (the flusher sends everything)
+	timeout time.Duration // bound on each of the flusher's writes
 
 	mu       sync.Mutex
 	shrunk   sync.Cond // broadcast when pending shrinks, or on an error
 	pending  []byte
-	frames   int  // frames in pending, as counted by the caller
-	holds    int  // holders whose frames go out at release
+	frames   int  // frames in pending, as counted by unlock's callers
 	flushing bool // a flusher goroutine is writing; nobody else may
+	closed   bool // raw is closed: fd is no longer ours
 	err      error
 }
 
@@ -49,19 +49,45 @@ type wire struct {
 const maxIdleBuffer = 4 << 10
 
 func newWire(raw net.Conn, timeout time.Duration) *wire {
-	w := &wire{raw: raw, timeout: timeout}
+	w := &wire{raw: raw, fd: -1, timeout: timeout}
 	w.shrunk.L = &w.mu
-	w.writeFn = w.write1
 	if sc, ok := raw.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
-			w.rc = rc
+			_ = rc.Control(func(fd uintptr) { w.fd = int(fd) })
 		}
 	}
 	return w
 }
 
-// Write queues p and, without a hold, sends it. It fails only once a write
-// to the socket has failed: the connection is then useless.
+// wireConn is the socket as everyone but the wire sees it: its Close is
+// the wire's (see wire).
+type wireConn struct {
+	net.Conn
+	w *wire
+}
+
+func (c *wireConn) Close() error { return c.w.close() }
+
+// close closes the socket, once; what is pending is not sent.
+func (w *wire) close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closeLocked()
+}
+
+func (w *wire) closeLocked() error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	w.fd = -1
+	// Waits for the flusher's and the reader's calls on raw to return,
+	// which they do at once: neither holds mu in them.
+	return w.raw.Close()
+}
+
+// Write is the library's way in: it queues p and sends it. It fails only
+// once a write to the socket has failed: the connection is then useless.
 func (w *wire) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -69,31 +95,35 @@ func (w *wire) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	w.pending = append(w.pending, p...)
-	if w.holds == 0 {
-		w.sendLocked()
-	}
+	w.sendLocked()
 	return len(p), nil
 }
 
-// hold defers sending until the matching release, and returns the bytes
-// and frames waiting at that moment (see queued).
-func (w *wire) hold() (bytes, frames int) {
+// lock begins a delivery: appendLocked adds frames, unlock sends them. It
+// returns the bytes and frames waiting at that moment (see queued).
+func (w *wire) lock() (bytes, frames int) {
 	w.mu.Lock()
-	w.holds++
-	bytes, frames = len(w.pending), w.frames
-	w.mu.Unlock()
-	return bytes, frames
+	return len(w.pending), w.frames
 }
 
-// release ends a hold; frames counts the frames written during it. The
-// last release sends what the holds gathered.
-func (w *wire) release(frames int) {
-	w.mu.Lock()
-	w.holds--
-	w.frames += frames
-	if w.holds == 0 {
-		w.sendLocked()
+// appendLocked adds m's frame (encoded here if Encode was not called on
+// it); false once a write to the socket has failed.
+func (w *wire) appendLocked(m *hub.Message) bool {
+	if w.err != nil {
+		return false
 	}
+	if m.Wire != nil {
+		w.pending = append(w.pending, m.Wire...)
+	} else {
+		w.pending = appendFrame(w.pending, m.Frame)
+	}
+	return true
+}
+
+// unlock ends a delivery that appended frames frames, and sends them.
+func (w *wire) unlock(frames int) {
+	w.frames += frames
+	w.sendLocked()
 	w.mu.Unlock()
 }
 
@@ -128,8 +158,15 @@ func (w *wire) sendLocked() {
 	if w.flushing || len(w.pending) == 0 || w.err != nil {
 		return
 	}
-	if w.rc != nil {
-		n, err := w.tryWrite(w.pending)
+	if w.closed {
+		w.failLocked(net.ErrClosed)
+		return
+	}
+	if w.fd >= 0 {
+		// O_NONBLOCK, as every socket of the runtime's: a full socket
+		// returns EAGAIN instead of waiting.
+		n, err := syscall.Write(w.fd, w.pending)
+		n = max(n, 0)
 		switch {
 		case n == len(w.pending):
 			w.emptyLocked()
@@ -142,25 +179,6 @@ func (w *wire) sendLocked() {
 	}
 	w.flushing = true
 	go w.flush()
-}
-
-// tryWrite is one write(2) that returns instead of waiting when the socket
-// is full. The caller holds mu.
-func (w *wire) tryWrite(b []byte) (n int, err error) {
-	w.out.b = b
-	if err := w.rc.Write(w.writeFn); err != nil {
-		w.out.b = nil
-		return 0, err // closed, or a deadline the flusher left has passed
-	}
-	n, err = max(w.out.n, 0), w.out.err
-	w.out.b, w.out.err = nil, nil
-	return n, err
-}
-
-// write1 is tryWrite's callback.
-func (w *wire) write1(fd uintptr) bool {
-	w.out.n, w.out.err = syscall.Write(int(fd), w.out.b)
-	return true // done either way: never wait for the socket here
 }
 
 func retryable(err error) bool {
@@ -178,8 +196,6 @@ func (w *wire) flush() {
 			w.flushing = false
 			if w.err == nil {
 				w.emptyLocked()
-				// The next non-blocking write must not find this deadline.
-				_ = w.raw.SetWriteDeadline(time.Time{})
 			}
 			w.mu.Unlock()
 			return
@@ -188,6 +204,8 @@ func (w *wire) flush() {
 		w.frames = 0
 		w.mu.Unlock()
 
+		// Through the runtime, which waits for the socket: if the wire
+		// closes raw meanwhile, this write returns at once with an error.
 		_ = w.raw.SetWriteDeadline(time.Now().Add(w.timeout))
 		if _, err := w.raw.Write(buf); err != nil {
 			w.mu.Lock()
@@ -221,5 +239,5 @@ func (w *wire) failLocked(err error) {
 	w.err = err
 	w.pending = nil
 	w.frames = 0
-	_ = w.raw.Close()
+	_ = w.closeLocked()
 }

@@ -1,11 +1,15 @@
 package wsconn
 
 import (
+	"bytes"
+	"io"
 	"net"
 	"os"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pgrelay/pgrelay/internal/hub"
 )
 
 // sockets is n loopback TCP connections: near ends to write to, and the far
@@ -72,8 +76,12 @@ func (s *sockets) drain(tb testing.TB) {
 	}
 }
 
-// frame200 is the size of a 128-byte notification's frame.
-var frame200 = make([]byte, 200)
+// frame200 is the size of a 128-byte notification's frame; msg200 carries
+// it as an encoded message.
+var (
+	frame200 = make([]byte, 200)
+	msg200   = &hub.Message{Wire: frame200}
+)
 
 // BenchmarkSocketWrite is the floor under BenchmarkWire: one write(2) of a
 // 200-byte frame per op, in turn to each of 1,000 loopback sockets, as a
@@ -100,9 +108,9 @@ func BenchmarkSocketWrite(b *testing.B) {
 	}
 }
 
-// BenchmarkWire is what the edge does per delivery on the wire: hold, append
-// one frame, release (one non-blocking write(2) through the runtime's
-// RawConn), over the same 1,000 sockets. The difference to
+// BenchmarkWire is what the edge does per delivery on the wire: lock, append
+// one frame, unlock (one non-blocking write(2) to the descriptor), over the
+// same 1,000 sockets. The difference to
 // BenchmarkSocketWrite is the wire's own cost. It must not allocate.
 func BenchmarkWire(b *testing.B) {
 	s := socketPairs(b, 1000)
@@ -118,9 +126,9 @@ func BenchmarkWire(b *testing.B) {
 			b.StartTimer()
 		}
 		w := wires[i%len(wires)]
-		w.hold()
-		w.Write(frame200)
-		w.release(1)
+		w.lock()
+		w.appendLocked(msg200)
+		w.unlock(1)
 	}
 	b.StopTimer()
 	for _, w := range wires {
@@ -136,15 +144,117 @@ func TestWireWriteAllocatesNothing(t *testing.T) {
 	s := socketPairs(t, 1)
 	w := newWire(s.near[0], time.Second)
 	allocs := testing.AllocsPerRun(100, func() {
-		w.hold()
-		w.Write(frame200)
-		w.release(1)
+		w.lock()
+		w.appendLocked(msg200)
+		w.unlock(1)
 	})
 	s.drain(t)
 	if allocs != 0 {
 		t.Errorf("%.1f allocations per write, want 0", allocs)
 	}
 	if err := w.failed(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWireNeverWritesToAClosedDescriptor: once the socket is closed, by
+// whoever holds its wireConn, nothing more is written to its descriptor
+// number, even when the kernel has given that number to a new socket.
+func TestWireNeverWritesToAClosedDescriptor(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dial := func() (near *net.TCPConn, far net.Conn, fd int) {
+		t.Helper()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		far, err = ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); far.Close() })
+		rc, _ := c.(*net.TCPConn).SyscallConn()
+		rc.Control(func(f uintptr) { fd = int(f) })
+		return c.(*net.TCPConn), far, fd
+	}
+
+	// The lowest free number is the one just freed: the next socket gets
+	// it, unless another goroutine opened a file meanwhile; then again.
+	var (
+		w             *wire
+		nextFar       net.Conn
+		oldFD, nextFD int
+	)
+	for try := 0; ; try++ {
+		var old *net.TCPConn
+		old, _, oldFD = dial()
+		w = newWire(old, time.Second)
+		if err := (&wireConn{Conn: old, w: w}).Close(); err != nil {
+			t.Fatal(err)
+		}
+		_, nextFar, nextFD = dial()
+		if nextFD == oldFD {
+			break
+		}
+		if try == 5 {
+			t.Fatalf("the kernel never gave the freed descriptor (%d) to the next socket (%d): the test cannot tell", oldFD, nextFD)
+		}
+	}
+
+	w.lock()
+	w.appendLocked(&hub.Message{Wire: []byte("not yours")})
+	w.unlock(1)
+	if w.failed() == nil {
+		t.Error("a delivery after the close did not fail")
+	}
+	if _, err := w.Write([]byte("nor this")); err == nil {
+		t.Error("a library write after the close did not fail")
+	}
+
+	nextFar.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	got, _ := io.ReadAll(nextFar)
+	if len(got) > 0 {
+		t.Errorf("the socket that took descriptor %d received %q", nextFD, got)
+	}
+}
+
+// TestWireSendsWhatTheKernelRefused: frames the socket has no room for
+// wait in the wire and leave, in order, once the reader reads again.
+func TestWireSendsWhatTheKernelRefused(t *testing.T) {
+	s := socketPairs(t, 1)
+	w := newWire(s.near[0], 5*time.Second)
+	frame := bytes.Repeat([]byte("y"), 60<<10)
+	sent := 0
+	for range 200 { // 12 MB: more than any socket buffer takes
+		w.lock()
+		w.appendLocked(&hub.Message{Wire: frame})
+		w.unlock(1)
+		sent += len(frame)
+	}
+	if bytes, _ := w.queued(); bytes == 0 {
+		t.Fatal("nothing waits in the wire: the kernel took 12 MB, so this tests nothing")
+	}
+	if err := syscall.SetNonblock(s.far[0], false); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for got < sent {
+		n, err := syscall.Read(s.far[0], s.buf)
+		if err != nil || n == 0 {
+			t.Fatalf("read after %d of %d bytes: %d, %v", got, sent, n, err)
+		}
+		for _, b := range s.buf[:n] {
+			if b != 'y' {
+				t.Fatalf("byte %d is %q", got, b)
+			}
+		}
+		got += n
+	}
+	if err := w.waitBelow(0); err != nil {
 		t.Fatal(err)
 	}
 }
