@@ -14,13 +14,15 @@ type client struct {
 	idx  int
 	slow bool // never reads until the run is over
 	conn *wsConn
-	lat  *hist // shared with other clients (a shard)
+	lat  *hist // read time − SENT; shared with other clients (a shard)
+	arr  *hist // kernel receive stamp − SENT, when there is one; likewise
 	run  string
 
 	// Set when a reactor reads the socket instead of conn (reactor_linux.go).
 	fd      int
 	p       *frameParser
-	now     int64 // receive time of the data being fed
+	now     int64 // read time of the data being fed
+	arrival int64 // its kernel receive stamp, 0 for none
 	frameFn func(op byte, p []byte) error
 	scratch fields
 
@@ -41,8 +43,10 @@ type client struct {
 	err        error // why reading stopped
 }
 
-func newClient(idx int, slow bool, count int, run string, lat *hist) *client {
-	c := &client{idx: idx, slow: slow, run: run, lat: lat, count: uint64(count), fd: -1}
+// newClient records its latencies into lat (by read time) and arr (by
+// the kernel's receive stamp).
+func newClient(idx int, slow bool, count int, run string, lat, arr *hist) *client {
+	c := &client{idx: idx, slow: slow, run: run, lat: lat, arr: arr, count: uint64(count), fd: -1}
 	c.frameFn = c.onFrame
 	c.warm.Store(-1)
 	if !slow {
@@ -51,7 +55,8 @@ func newClient(idx int, slow bool, count int, run string, lat *hist) *client {
 	return c
 }
 
-// read takes messages until the connection ends, recording each.
+// read takes messages until the connection ends, recording each. It has
+// no kernel stamps: no arrival.
 func (c *client) read() {
 	for {
 		_, msg, err := c.conn.ReadMessage()
@@ -59,13 +64,14 @@ func (c *client) read() {
 			c.err = err
 			return
 		}
-		c.handle(msg, time.Now().UnixNano())
+		c.handle(msg, time.Now().UnixNano(), 0)
 	}
 }
 
-// feed decodes data a reactor read from the socket at now (Unix ns).
-func (c *client) feed(data []byte, now int64) error {
-	c.now = now
+// feed decodes data a reactor read from the socket at now, which the
+// kernel received at arrival (Unix ns; 0 for unknown).
+func (c *client) feed(data []byte, now, arrival int64) error {
+	c.now, c.arrival = now, arrival
 	return c.p.feed(data, c.frameFn)
 }
 
@@ -82,12 +88,13 @@ func (c *client) onFrame(op byte, p []byte) error {
 		_ = c.writeRaw(opClose, p[:min(len(p), 2)])
 		return ce
 	}
-	c.handle(p, c.now)
+	c.handle(p, c.now, c.arrival)
 	return nil
 }
 
-// handle records one message received at now (Unix ns).
-func (c *client) handle(msg []byte, now int64) {
+// handle records one message read at now, which the kernel received at
+// arrival (Unix ns; 0 for unknown: no arrival sample).
+func (c *client) handle(msg []byte, now, arrival int64) {
 	err := scanFrames(msg, &c.scratch, func(f *fields) {
 		id, hasID := parseUint(f.id)
 		switch string(f.typ) {
@@ -139,6 +146,9 @@ func (c *client) handle(msg []byte, now int64) {
 		}
 		c.unique.Add(1)
 		c.lat.Record(time.Duration(now - p.sent))
+		if arrival != 0 {
+			c.arr.Record(time.Duration(arrival - p.sent))
+		}
 	})
 	if err != nil {
 		c.malformed++
@@ -170,7 +180,7 @@ func (c *client) drain(deadline time.Time) (cut bool) {
 			}
 			return true // reset by the server
 		}
-		c.handle(msg, time.Now().UnixNano())
+		c.handle(msg, time.Now().UnixNano(), 0)
 	}
 }
 

@@ -53,7 +53,8 @@ SELECT pg_notify(channel, payload) on -db (the payload carries a sequence
 number and the send time), and reports what the clients received: delivered
 / expected, duplicates, out-of-order and gaps (by the relay's ids), latency
 from send to receive (one clock: run it on the edges' machine, or mind the
-skew), connect time, the edges' memory per connection and CPU per delivery
+skew), the same up to the kernel's receive stamp on the client's socket
+(arrival: without the client's own delay in reading), connect time, the edges' memory per connection and CPU per delivery
 (from -edge-pid or the edges' /metrics), and its own CPU per delivery.
 
 The relay must LISTEN on -channel (RELAY_CHANNELS). A run first checks that a

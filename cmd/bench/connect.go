@@ -82,7 +82,7 @@ func (b *bench) connectAll(ctx context.Context) {
 		slow := isSlow(i, cfg.SlowFraction)
 		wg.Go(func() {
 			defer func() { <-sem }()
-			c := newClient(i, slow, cfg.Count, b.run, b.lat.shard(i))
+			c := newClient(i, slow, cfg.Count, b.run, b.lat.shard(i), b.arrival.shard(i))
 			dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 			defer cancel()
 			t := time.Now()

@@ -60,6 +60,7 @@ func (b *bench) tally(res *Result, sr sendResult, readers int, window time.Durat
 		m.DeliveriesPerSecond = float64(m.Delivered) / window.Seconds()
 	}
 	res.Latency = latencyOf(b.lat.merged())
+	res.Arrival = latencyOf(b.arrival.merged())
 }
 
 // serverFigures turns the edge samples (before connecting, connected,

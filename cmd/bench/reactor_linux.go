@@ -36,6 +36,7 @@ type epollSet struct {
 	fd   int
 	file *os.File // fd, in Go's poller: the set's goroutine parks there
 	buf  []byte
+	oob  []byte // control messages: the kernel's receive stamp
 }
 
 // newReactors starts n epoll sets for up to clients clients.
@@ -53,7 +54,7 @@ func newReactors(n, clients int) (*reactors, error) {
 			r.close()
 			return nil, err
 		}
-		s := &epollSet{fd: fd, file: os.NewFile(uintptr(fd), "epoll"), buf: make([]byte, 64<<10)}
+		s := &epollSet{fd: fd, file: os.NewFile(uintptr(fd), "epoll"), buf: make([]byte, 64<<10), oob: newOOB()}
 		r.sets = append(r.sets, s)
 		r.wg.Go(func() { r.loop(s) })
 	}
@@ -83,9 +84,13 @@ func (r *reactors) attach(c *client) (bool, error) {
 	// original takes it out of Go's poller.
 	tc.Close()
 	c.fd, c.p = fd, &c.conn.p
+	// Without stamps (an old kernel), the reads record no arrival; the
+	// report's sample count shows it.
+	_ = enableArrival(fd)
 	if early := c.conn.early; len(early) > 0 {
+		// Read with the handshake answer: no stamp.
 		c.conn.early = nil
-		c.feed(early, time.Now().UnixNano())
+		c.feed(early, time.Now().UnixNano(), 0)
 	}
 	r.slots[c.idx].Store(c)
 	s := r.sets[c.idx%len(r.sets)]
@@ -146,11 +151,13 @@ func (r *reactors) loop(s *epollSet) {
 }
 
 // read takes what one socket has (level-triggered: whatever a read leaves
-// is reported again) and decodes it.
+// is reported again) and decodes it, with the read time and the kernel's
+// receive stamp (arrival_linux.go). The stamp is the last segment's: for
+// frames that came earlier in the same read, an upper bound.
 func (r *reactors) read(s *epollSet, c *client) {
-	n, err := syscall.Read(c.fd, s.buf)
+	n, arrival, err := recvArrival(c.fd, s.buf, s.oob)
 	if n > 0 {
-		if ferr := c.feed(s.buf[:n], time.Now().UnixNano()); ferr != nil {
+		if ferr := c.feed(s.buf[:n], time.Now().UnixNano(), arrival); ferr != nil {
 			err = ferr
 		}
 	}

@@ -51,7 +51,7 @@ func TestReactorCoder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClient(0, false, 10, run, &hist{})
+	c := newClient(0, false, 10, run, &hist{}, &hist{})
 	c.conn = dialTest(t, u)
 	if ok, err := r.attach(c); !ok || err != nil {
 		t.Fatalf("attach: %v %v", ok, err)
@@ -74,5 +74,87 @@ func TestReactorCoder(t *testing.T) {
 	var ce *CloseError
 	if !errors.As(c.err, &ce) || ce.Code != 1013 {
 		t.Errorf("err %v, want close 1013", c.err)
+	}
+}
+
+// TestReactorArrival: frames wait in a socket before the reactor reads
+// them. The read latency then holds the wait; the arrival latency must
+// not: the kernel stamped the data within the server's write, so each
+// arrival sample is at most (end of the last write − first SENT).
+func TestReactorArrival(t *testing.T) {
+	t.Parallel()
+	const (
+		run    = "r1"
+		frames = 3
+		wait   = 50 * time.Millisecond
+	)
+	start := make(chan struct{})
+	type times struct{ sent0, written int64 }
+	wrote := make(chan times, 1)
+	u := wsServer(t, func(ctx context.Context, ws *websocket.Conn) error {
+		// Written after the handshake answer has been read, so that no
+		// frame comes in with it (those have no stamp).
+		select {
+		case <-start:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		var tm times
+		for i := range frames {
+			sent := time.Now().UnixNano()
+			if i == 0 {
+				tm.sent0 = sent
+			}
+			p := appendPayload(nil, run, fmt.Sprint(i), sent, 100)
+			m := fmt.Sprintf(`{"channel":"x","id":"%d","payload":"%s"}`, i+1, p)
+			if err := ws.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+				return err
+			}
+		}
+		tm.written = time.Now().UnixNano()
+		wrote <- tm
+		<-ctx.Done() // keep the connection open
+		return nil
+	})
+	// The frames arrive before attach sets the option on the client's
+	// socket: they are stamped only if the kernel stamps already.
+	stampingOn(t)
+	r, err := newReactors(1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	c := newClient(0, false, frames, run, &hist{}, &hist{})
+	c.conn = dialTest(t, u)
+	close(start)
+	var tm times
+	select {
+	case tm = <-wrote:
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not write")
+	}
+	time.Sleep(wait) // the frames wait in the socket, unread
+	if ok, err := r.attach(c); !ok || err != nil {
+		t.Fatalf("attach: %v %v", ok, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.unique.Load() < frames && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	r.close()
+	if c.lat.Count() != frames || c.arr.Count() != frames {
+		t.Fatalf("%d read latencies, %d arrivals; want %d of each", c.lat.Count(), c.arr.Count(), frames)
+	}
+	readMin, arrMax := c.lat.Quantile(0), c.arr.Max()
+	bound := time.Duration(tm.written - tm.sent0)
+	t.Logf("read latency min %v; arrival max %v, bound %v", readMin, arrMax, bound)
+	if readMin < wait*99/100 { // the histogram's bucket middle: within 0.4%
+		t.Errorf("read latency min %v, want at least the %v the frames waited", readMin, wait)
+	}
+	if arrMax > bound {
+		t.Errorf("arrival max %v, want at most %v (the server's writes), not the time the client read", arrMax, bound)
+	}
+	if arrMax >= readMin {
+		t.Errorf("arrival max %v not below read latency min %v", arrMax, readMin)
 	}
 }

@@ -15,7 +15,8 @@ type Result struct {
 	Machine   machine        `json:"machine"`
 	Clients   clientsJSON    `json:"clients"`
 	Messages  messagesJSON   `json:"messages"`
-	Latency   latencyJSON    `json:"latency_ms"`
+	Latency   latencyJSON    `json:"latency_ms"` // read time − SENT
+	Arrival   latencyJSON    `json:"arrival_ms"` // kernel receive stamp − SENT
 	PGListen  *listenJSON    `json:"pg_listen,omitempty"`
 	Redis     *listenJSON    `json:"redis,omitempty"`
 	RelayAdds *relayAddsJSON `json:"relay_adds_ms,omitempty"` // with both
@@ -205,8 +206,17 @@ func writeTable(w io.Writer, r *Result) error {
 	}
 	row("order", "%d missing, %d duplicates, %d out of order, %d gaps, %d resets, %d foreign, %d malformed",
 		m.Missing, m.Duplicates, m.OutOfOrder, m.Gaps, m.Resets, m.Foreign, m.Malformed)
-	row("latency", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms  (send → client receive, %d samples)",
-		l.P50, l.P90, l.P99, l.P999, l.Max, l.Samples)
+	pcts := func(q latencyJSON) string {
+		return fmt.Sprintf("p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms", q.P50, q.P90, q.P99, q.P999, q.Max)
+	}
+	row("latency", "%s  (send → client receive, %d samples)", pcts(l), l.Samples)
+	// The same, up to when the kernel had the data: without the time the
+	// client took to read it.
+	if a := r.Arrival; a.Samples > 0 {
+		row("arrival", "%s  (send → kernel receive on the client's socket, %d samples)", pcts(a), a.Samples)
+	} else {
+		row("arrival", "no samples: no kernel receive stamps (wss://, or not Linux)")
+	}
 	listenRow := func(k string, p *listenJSON) {
 		row(k, "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms  (%d of %d, %d duplicates, %d missing; %.0f/s)",
 			p.Latency.P50, p.Latency.P90, p.Latency.P99, p.Latency.Max, p.Delivered, m.Sent, p.Duplicates, p.Missing, p.Rate)

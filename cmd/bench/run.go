@@ -23,11 +23,12 @@ type env struct {
 
 // bench is one run's state.
 type bench struct {
-	cfg   Config
-	env   env
-	run   string // tag of this run's payloads
-	lat   *shardedHist
-	probe *serverProbe
+	cfg     Config
+	env     env
+	run     string       // tag of this run's payloads
+	lat     *shardedHist // read time − SENT
+	arrival *shardedHist // kernel receive stamp − SENT (reactor reads)
+	probe   *serverProbe
 
 	clients  []*client // connected ones; nil where the dial failed
 	reactors *reactors // nil: each reader has its goroutine
@@ -48,6 +49,7 @@ func Run(ctx context.Context, cfg Config, e env) (*Result, error) {
 		env:     e,
 		run:     randomHex(4),
 		lat:     newShardedHist(16),
+		arrival: newShardedHist(16),
 		dialErr: map[string]int{},
 		probe:   &serverProbe{pids: cfg.EdgePIDs, http: &http.Client{}},
 	}
@@ -223,7 +225,7 @@ func (b *bench) checkPath(ctx context.Context, n notifier) error {
 		}
 	}()
 	for i, u := range b.cfg.Edges {
-		c := newClient(-1, false, 0, b.run, &hist{})
+		c := newClient(-1, false, 0, b.run, &hist{}, &hist{})
 		conn, err := dialWS(ctx, b.wsURL(u), b.dialOptions(i, false))
 		if err != nil {
 			return fmt.Errorf("-edges: %s: %w", u.Redacted(), err)

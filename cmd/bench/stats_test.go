@@ -73,7 +73,7 @@ func TestClientCounts(t *testing.T) {
 	msg := func(id, seq int) []byte {
 		return fmt.Appendf(nil, `{"channel":"c","id":"%d","payload":"%s"}`, id, appendPayload(nil, run, fmt.Sprint(seq), 1000, 80))
 	}
-	c := newClient(0, false, 10, run, &hist{})
+	c := newClient(0, false, 10, run, &hist{}, &hist{})
 	for _, m := range [][]byte{
 		[]byte(`{"type":"position","channel":"c","id":"100"}`),
 		msg(101, 0),
@@ -88,34 +88,64 @@ func TestClientCounts(t *testing.T) {
 		[]byte(`not a frame`),
 		[]byte(`[` + string(msg(203, 5)) + `,` + string(msg(204, 6)) + `]`), // a batch
 	} {
-		c.handle(m, 2000)
+		c.handle(m, 2000, 1500)
 	}
-	got := fmt.Sprintf("unique %d frames %d dup %d ooo %d gaps %d resets %d foreign %d malformed %d lat %d",
-		c.unique.Load(), c.frames, c.duplicates, c.outOfOrder, c.gaps, c.resets, c.foreign, c.malformed, c.lat.Count())
-	want := "unique 7 frames 8 dup 1 ooo 2 gaps 1 resets 1 foreign 2 malformed 1 lat 7"
+	c.handle(msg(205, 7), 2000, 0) // no kernel stamp: no arrival
+	got := fmt.Sprintf("unique %d frames %d dup %d ooo %d gaps %d resets %d foreign %d malformed %d lat %d arrival %d",
+		c.unique.Load(), c.frames, c.duplicates, c.outOfOrder, c.gaps, c.resets, c.foreign, c.malformed, c.lat.Count(), c.arr.Count())
+	want := "unique 8 frames 9 dup 1 ooo 2 gaps 1 resets 1 foreign 2 malformed 1 lat 8 arrival 7"
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
-	if c.lat.Max() != 1000 {
-		t.Errorf("latency %v, want 1µs (2000 - 1000 ns)", c.lat.Max())
+	if c.lat.Max() != 1000 || c.arr.Max() != 500 {
+		t.Errorf("latency %v, arrival %v; want 1µs (2000 - 1000 ns), 500ns (1500 - 1000 ns)", c.lat.Max(), c.arr.Max())
 	}
 }
 
 // TestHandleAllocs: recording a message allocates nothing, so the
 // client's cost per delivery stays the read.
 func TestHandleAllocs(t *testing.T) {
-	c := newClient(0, false, 1_000_000, "run1", &hist{})
+	c := newClient(0, false, 1_000_000, "run1", &hist{}, &hist{})
 	var frames [][]byte
 	for i := range 1000 {
 		frames = append(frames, fmt.Appendf(nil, `{"channel":"c","id":"%d","payload":"%s"}`, i+1, appendPayload(nil, "run1", fmt.Sprint(i), 1000, 128)))
 	}
 	i := 0
 	allocs := testing.AllocsPerRun(500, func() {
-		c.handle(frames[i%len(frames)], 2000)
+		c.handle(frames[i%len(frames)], 2000, 1500)
 		i++
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per message, want 0", allocs)
+	}
+}
+
+// BenchmarkHandle is the client's cost per message past the read: without
+// a kernel stamp (one histogram) and with one (two).
+func BenchmarkHandle(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		arrival int64
+	}{{"read", 0}, {"read+arrival", 1500}} {
+		b.Run(tc.name, func(b *testing.B) {
+			frames := make([][]byte, 1000)
+			for i := range frames {
+				frames[i] = fmt.Appendf(nil, `{"channel":"c","id":"%d","payload":"%s"}`, i+1, appendPayload(nil, "run1", fmt.Sprint(i), 1000, 128))
+			}
+			c := newClient(0, false, len(frames), "run1", &hist{}, &hist{})
+			i := 0
+			for b.Loop() {
+				if i == len(frames) {
+					i = 0
+					clear(c.seen) // no duplicates: each message is recorded
+				}
+				c.handle(frames[i], 2000, tc.arrival)
+				i++
+			}
+			if c.duplicates != 0 {
+				b.Fatalf("%d duplicates: not every message was recorded", c.duplicates)
+			}
+		})
 	}
 }
 
