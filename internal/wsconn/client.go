@@ -35,7 +35,7 @@ type hijackRecorder struct {
 	http.ResponseWriter
 	timeout time.Duration
 	conn    net.Conn // a *wireConn
-	wire    *wire
+	wire    *wire    // the client's, readied at the hijack
 }
 
 func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -43,7 +43,7 @@ func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return c, brw, err
 	}
-	h.wire = newWire(c, h.timeout)
+	h.wire.init(c, h.timeout)
 	h.conn = &wireConn{Conn: c, w: h.wire}
 	r := brw.Reader
 	if r.Buffered() == 0 { // else the client already sent something: keep it
@@ -60,19 +60,19 @@ func (h *hijackRecorder) Unwrap() http.ResponseWriter { return h.ResponseWriter 
 // goroutine, through the wire. Its own goroutine only reads (pings, pongs,
 // close); timers ping it, expire it and let it go.
 type wsClient struct {
-	h    *Handler
-	ws   *websocket.Conn
-	c    *conn
-	wire *wire
-
-	mu        sync.Mutex
+	// Guarded by wire.mu, the client's one lock: a delivery locks once.
+	// Deliver's fields come first, next to the wire's.
+	h         *Handler
 	live      bool
 	closing   bool // the close has begun: nothing more is written (RFC 6455 §5.5.1)
+	pos       hub.Positions
+	lastWrite atomic.Int64 // Unix ns of the last frame written, for the pinger
+	wire      wire
 	held      []*hub.Message
 	heldBytes int
-	pos       hub.Positions
 
-	lastWrite atomic.Int64 // Unix ns of the last frame written, for the pinger
+	ws *websocket.Conn
+	c  *conn
 
 	endOnce sync.Once
 	why     string        // the Observer's reason, set once by endOnce
@@ -91,8 +91,9 @@ func newWSClient(h *Handler) *wsClient {
 // the metrics; held ones are counted by goLive when written, and those
 // Positions drops are not counted.
 func (cl *wsClient) Deliver(ms []*hub.Message) (written int, ok bool) {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
+	w := &cl.wire
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if cl.closing {
 		return 0, true // the client is going: not slow
 	}
@@ -106,7 +107,7 @@ func (cl *wsClient) Deliver(ms []*hub.Message) (written int, ok bool) {
 		}
 		return 0, true
 	}
-	bytes, frames := cl.wire.lock()
+	bytes, frames := w.queuedLocked()
 	n := 0
 	ok = true
 	for _, m := range ms {
@@ -119,13 +120,16 @@ func (cl *wsClient) Deliver(ms []*hub.Message) (written int, ok bool) {
 			ok = false
 			break
 		}
-		if !cl.wire.appendLocked(m) {
+		if !w.appendLocked(m) {
 			break // a failed write ends the connection, not as "slow"
 		}
 		n++
 		bytes += len(m.Frame) + 14 // at most 14 bytes of frame header
 	}
-	cl.wire.unlock(n)
+	if len(cl.pos) == 0 {
+		cl.pos = nil // nil: Live looks at no map from now on
+	}
+	w.commitLocked(n)
 	cl.wrote(n)
 	return n, ok
 }
@@ -141,18 +145,14 @@ func (cl *wsClient) wrote(n int) {
 // replay), waiting while too much is queued: a replay goes at the client's
 // pace.
 func (cl *wsClient) writeNow(m *hub.Message) error {
-	cl.mu.Lock()
-	ok := !cl.closing
+	cl.wire.mu.Lock()
+	ok := !cl.closing && cl.wire.appendLocked(m)
 	if ok {
-		cl.wire.lock()
-		ok = cl.wire.appendLocked(m)
-		cl.wire.unlock(b2i(ok))
-		if ok {
-			cl.wrote(1)
-			cl.h.opts.Observer.Delivered(m)
-		}
+		cl.wire.commitLocked(1)
+		cl.wrote(1)
+		cl.h.opts.Observer.Delivered(m)
 	}
-	cl.mu.Unlock()
+	cl.wire.mu.Unlock()
 	if !ok {
 		return writeError{net.ErrClosed}
 	}
@@ -165,10 +165,8 @@ func (cl *wsClient) writeNow(m *hub.Message) error {
 // goLive writes what was held during the replay (skipping what the replay
 // already wrote) in one go, and lets Deliver write from then on.
 func (cl *wsClient) goLive(pos hub.Positions) {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	cl.pos = pos
-	cl.wire.lock()
+	cl.wire.mu.Lock()
+	defer cl.wire.mu.Unlock()
 	n := 0
 	for _, m := range cl.held {
 		if !cl.closing && pos.Live(m) && cl.wire.appendLocked(m) {
@@ -176,22 +174,25 @@ func (cl *wsClient) goLive(pos hub.Positions) {
 			cl.h.opts.Observer.Delivered(m)
 		}
 	}
-	cl.wire.unlock(n)
+	cl.wire.commitLocked(n)
 	cl.wrote(n)
+	if len(pos) > 0 {
+		cl.pos = pos
+	}
 	cl.held, cl.heldBytes = nil, 0
 	cl.live = true
 }
 
 // end closes the connection with code and text, once, from a goroutine of
 // its own (it waits for the client's answer, at most closeGrace); why is
-// the reason given to the Observer. The caller must not hold cl.mu.
+// the reason given to the Observer. The caller must not hold cl.wire.mu.
 func (cl *wsClient) end(why string, code websocket.StatusCode, text string) {
 	cl.endOnce.Do(func() {
 		cl.why = why
 		// No frame of ours may follow the close frame: writes stop first.
-		cl.mu.Lock()
+		cl.wire.mu.Lock()
 		cl.closing = true
-		cl.mu.Unlock()
+		cl.wire.mu.Unlock()
 		go func() {
 			defer close(cl.ended)
 			cl.c.closeWith(cl.ws, code, text)

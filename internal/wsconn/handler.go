@@ -252,7 +252,7 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 		return
 	}
 	start := h.positions(chans, since) // before open: see Broker.Position
-	rec := &hijackRecorder{ResponseWriter: w, timeout: h.opts.WriteTimeout}
+	rec := &hijackRecorder{ResponseWriter: w, timeout: h.opts.WriteTimeout, wire: &cl.wire}
 	ws, err := websocket.Accept(rec, r, &websocket.AcceptOptions{
 		OriginPatterns: h.opts.OriginPatterns,
 		// A browser sends its token as a second subprotocol; the edge
@@ -266,7 +266,7 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 		return // Accept has answered the request (403 for a foreign origin)
 	}
 	c := &conn{goAway: make(chan struct{}), raw: rec.conn}
-	cl.ws, cl.c, cl.wire = ws, c, rec.wire
+	cl.ws, cl.c = ws, c
 	if !h.track(c) {
 		c.closeWith(ws, CodeGoingAway, "edge is shutting down")
 		_ = rec.conn.Close()

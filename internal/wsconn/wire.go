@@ -18,10 +18,10 @@ import (
 // on any, a client that keeps up costs no writer goroutine, and frames that
 // pile up for one that falls behind leave together, in one write.
 //
-// Data frames are appended between lock and unlock (what one lock gathers
-// is sent once, at unlock): one lock per delivery. wire is also the
-// io.Writer under coder/websocket's write buffer, for the library's own
-// frames (pongs, pings, closes), which are sent at once.
+// Data frames are appended under mu (appendLocked) and sent together
+// (commitLocked), in one write. wire is also the io.Writer under
+// coder/websocket's write buffer, for the library's own frames (pongs,
+// pings, closes), which are sent at once.
 //
 // The non-blocking write goes straight to the socket's descriptor, not
 // through the runtime's RawConn (which locks and unlocks the descriptor on
@@ -31,17 +31,20 @@ import (
 // nothing is written: the descriptor's number, which the kernel may hand
 // to the next socket accepted, is never written to once it is not ours.
 type wire struct {
-	raw     net.Conn
-	fd      int           // raw's descriptor, for the non-blocking write; -1: none (the flusher sends everything)
-	timeout time.Duration // bound on each of the flusher's writes
-
+	// mu also guards the state of the wsClient the wire is part of, so
+	// that a delivery takes one lock. The fields used on every delivery
+	// come first: they share a cache line or two with the client's.
 	mu       sync.Mutex
-	shrunk   sync.Cond // broadcast when pending shrinks, or on an error
-	pending  []byte
-	frames   int  // frames in pending, as counted by unlock's callers
+	frames   int  // frames in pending, as counted by commitLocked's callers
 	flushing bool // a flusher goroutine is writing; nobody else may
 	closed   bool // raw is closed: fd is no longer ours
+	fd       int  // raw's descriptor, for the non-blocking write; -1: none (the flusher sends everything)
+	pending  []byte
 	err      error
+
+	raw     net.Conn
+	timeout time.Duration // bound on each of the flusher's writes
+	shrunk  sync.Cond     // broadcast when pending shrinks, or on an error
 }
 
 // maxIdleBuffer is the largest pending buffer kept once empty: a burst may
@@ -49,14 +52,22 @@ type wire struct {
 const maxIdleBuffer = 4 << 10
 
 func newWire(raw net.Conn, timeout time.Duration) *wire {
-	w := &wire{raw: raw, fd: -1, timeout: timeout}
+	w := new(wire)
+	w.init(raw, timeout)
+	return w
+}
+
+// init readies w, a zero wire, to write to raw.
+func (w *wire) init(raw net.Conn, timeout time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.raw, w.fd, w.timeout = raw, -1, timeout
 	w.shrunk.L = &w.mu
 	if sc, ok := raw.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			_ = rc.Control(func(fd uintptr) { w.fd = int(fd) })
 		}
 	}
-	return w
 }
 
 // wireConn is the socket as everyone but the wire sees it: its Close is
@@ -99,15 +110,14 @@ func (w *wire) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// lock begins a delivery: appendLocked adds frames, unlock sends them. It
-// returns the bytes and frames waiting at that moment (see queued).
-func (w *wire) lock() (bytes, frames int) {
-	w.mu.Lock()
+// queuedLocked returns the bytes and frames waiting (see queued).
+func (w *wire) queuedLocked() (bytes, frames int) {
 	return len(w.pending), w.frames
 }
 
 // appendLocked adds m's frame (encoded here if Encode was not called on
-// it); false once a write to the socket has failed.
+// it), to be sent by commitLocked; false once a write to the socket has
+// failed.
 func (w *wire) appendLocked(m *hub.Message) bool {
 	if w.err != nil {
 		return false
@@ -120,11 +130,10 @@ func (w *wire) appendLocked(m *hub.Message) bool {
 	return true
 }
 
-// unlock ends a delivery that appended frames frames, and sends them.
-func (w *wire) unlock(frames int) {
+// commitLocked sends what appendLocked added: frames frames.
+func (w *wire) commitLocked(frames int) {
 	w.frames += frames
 	w.sendLocked()
-	w.mu.Unlock()
 }
 
 // queued returns the bytes and frames waiting for the socket (not counting

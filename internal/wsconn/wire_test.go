@@ -109,8 +109,8 @@ func BenchmarkSocketWrite(b *testing.B) {
 }
 
 // BenchmarkWire is what the edge does per delivery on the wire: lock, append
-// one frame, unlock (one non-blocking write(2) to the descriptor), over the
-// same 1,000 sockets. The difference to
+// one frame, commit (one non-blocking write(2) to the descriptor), unlock,
+// over the same 1,000 sockets. The difference to
 // BenchmarkSocketWrite is the wire's own cost. It must not allocate.
 func BenchmarkWire(b *testing.B) {
 	s := socketPairs(b, 1000)
@@ -126,9 +126,10 @@ func BenchmarkWire(b *testing.B) {
 			b.StartTimer()
 		}
 		w := wires[i%len(wires)]
-		w.lock()
+		w.mu.Lock()
 		w.appendLocked(msg200)
-		w.unlock(1)
+		w.commitLocked(1)
+		w.mu.Unlock()
 	}
 	b.StopTimer()
 	for _, w := range wires {
@@ -144,9 +145,10 @@ func TestWireWriteAllocatesNothing(t *testing.T) {
 	s := socketPairs(t, 1)
 	w := newWire(s.near[0], time.Second)
 	allocs := testing.AllocsPerRun(100, func() {
-		w.lock()
+		w.mu.Lock()
 		w.appendLocked(msg200)
-		w.unlock(1)
+		w.commitLocked(1)
+		w.mu.Unlock()
 	})
 	s.drain(t)
 	if allocs != 0 {
@@ -205,9 +207,10 @@ func TestWireNeverWritesToAClosedDescriptor(t *testing.T) {
 		}
 	}
 
-	w.lock()
+	w.mu.Lock()
 	w.appendLocked(&hub.Message{Wire: []byte("not yours")})
-	w.unlock(1)
+	w.commitLocked(1)
+	w.mu.Unlock()
 	if w.failed() == nil {
 		t.Error("a delivery after the close did not fail")
 	}
@@ -230,9 +233,10 @@ func TestWireSendsWhatTheKernelRefused(t *testing.T) {
 	frame := bytes.Repeat([]byte("y"), 60<<10)
 	sent := 0
 	for range 200 { // 12 MB: more than any socket buffer takes
-		w.lock()
+		w.mu.Lock()
 		w.appendLocked(&hub.Message{Wire: frame})
-		w.unlock(1)
+		w.commitLocked(1)
+		w.mu.Unlock()
 		sent += len(frame)
 	}
 	if bytes, _ := w.queued(); bytes == 0 {
