@@ -44,6 +44,8 @@ type Config struct {
 	LogFormat        string        `split_words:"true" default:"json" desc:"json or text"`
 
 	// Listener, if set, is used instead of listening on HTTPAddr (tests).
+	// The edge writes to WebSocket clients' sockets by descriptor and owns
+	// their closing: its connections must not be closed by anyone else.
 	Listener net.Listener `ignored:"true"`
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger `ignored:"true"`

@@ -82,7 +82,9 @@ type wsClient struct {
 var _ hub.Sink = (*wsClient)(nil)
 
 func newWSClient(h *Handler) *wsClient {
-	return &wsClient{h: h, ended: make(chan struct{})}
+	cl := &wsClient{h: h, ended: make(chan struct{})}
+	cl.wire.fd = -1 // until the hijack: 0 would be stdin
+	return cl
 }
 
 // Deliver is the hub's way in: never blocking, false if the client is too

@@ -123,3 +123,43 @@ func TestNoDataFrameAfterClose(t *testing.T) {
 		}
 	}
 }
+
+// TestHandlerClosesThroughTheWire: the socket the handler and the library
+// hold is the wire's wireConn, and when the client goes, the close went
+// through the wire (which then never writes to the descriptor again).
+func TestHandlerClosesThroughTheWire(t *testing.T) {
+	hb := hub.New(hub.Options{})
+	h := New(Options{Broker: memBroker{hb}, PingInterval: time.Minute})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	c := dialRaw(t, srv, "channel=c")
+
+	var wc *wireConn
+	for deadline := time.Now().Add(5 * time.Second); wc == nil; {
+		h.mu.Lock()
+		for cn := range h.conns {
+			var ok bool
+			if wc, ok = cn.raw.(*wireConn); !ok {
+				t.Errorf("the handler holds a %T, not the wire's conn", cn.raw)
+			}
+		}
+		h.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the client was never tracked")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.nc.Close() // the client goes without a close frame
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		wc.w.mu.Lock()
+		closed := wc.w.closed
+		wc.w.mu.Unlock()
+		if closed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the client's socket was not closed through the wire")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

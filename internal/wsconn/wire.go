@@ -27,9 +27,10 @@ import (
 // through the runtime's RawConn (which locks and unlocks the descriptor on
 // every write). That is safe because wire owns every close of the socket:
 // everyone else, coder/websocket included, is given a conn whose Close is
-// wire's close. A write and the close both hold mu, and after the close
-// nothing is written: the descriptor's number, which the kernel may hand
-// to the next socket accepted, is never written to once it is not ours.
+// wire's close. The close marks the wire closed under mu before it closes
+// the socket, and every write checks the mark under mu: the descriptor's
+// number, which the kernel may hand to the next socket accepted, is never
+// written to once it is not ours.
 type wire struct {
 	// mu also guards the state of the wsClient the wire is part of, so
 	// that a delivery takes one lock. The fields used on every delivery
@@ -37,10 +38,14 @@ type wire struct {
 	mu       sync.Mutex
 	frames   int  // frames in pending, as counted by commitLocked's callers
 	flushing bool // a flusher goroutine is writing; nobody else may
-	closed   bool // raw is closed: fd is no longer ours
-	fd       int  // raw's descriptor, for the non-blocking write; -1: none (the flusher sends everything)
-	pending  []byte
-	err      error
+	closed   bool // raw is closed, or being closed: fd is no longer ours
+	// closeSent: the library wrote a close frame (its echo of the
+	// client's, or a protocol error's): no data frame may follow it
+	// (RFC 6455 §5.5.1).
+	closeSent bool
+	fd        int // raw's descriptor, for the non-blocking write; -1: none (the flusher sends everything)
+	pending   []byte
+	err       error
 
 	raw     net.Conn
 	timeout time.Duration // bound on each of the flusher's writes
@@ -71,7 +76,7 @@ func (w *wire) init(raw net.Conn, timeout time.Duration) {
 }
 
 // wireConn is the socket as everyone but the wire sees it: its Close is
-// the wire's (see wire).
+// the wire's (see wire), and writing is the wire's alone.
 type wireConn struct {
 	net.Conn
 	w *wire
@@ -79,22 +84,33 @@ type wireConn struct {
 
 func (c *wireConn) Close() error { return c.w.close() }
 
-// close closes the socket, once; what is pending is not sent.
-func (w *wire) close() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.closeLocked()
+func (c *wireConn) Write([]byte) (int, error) {
+	return 0, errors.New("wsconn: write through the wire, not the socket")
 }
 
-func (w *wire) closeLocked() error {
-	if w.closed {
+// close closes the socket, once; what is pending is not sent. The
+// descriptor stops being written to at once; the close itself runs
+// outside mu, since it waits for the reader's and the flusher's calls on
+// raw to return, and the fan-out should not wait on that.
+func (w *wire) close() error {
+	w.mu.Lock()
+	first := w.markClosedLocked()
+	w.mu.Unlock()
+	if !first {
 		return nil
+	}
+	return w.raw.Close()
+}
+
+// markClosedLocked stops every later write to fd; true the first time,
+// when the caller must close raw.
+func (w *wire) markClosedLocked() bool {
+	if w.closed {
+		return false
 	}
 	w.closed = true
 	w.fd = -1
-	// Waits for the flusher's and the reader's calls on raw to return,
-	// which they do at once: neither holds mu in them.
-	return w.raw.Close()
+	return true
 }
 
 // Write is the library's way in: it queues p and sends it. It fails only
@@ -104,6 +120,11 @@ func (w *wire) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	if w.err != nil {
 		return 0, w.err
+	}
+	// The library flushes after each control frame, and they fit its
+	// write buffer: a close frame comes whole, at the start of p.
+	if len(p) > 0 && p[0]&0x0f == 0x8 {
+		w.closeSent = true
 	}
 	w.pending = append(w.pending, p...)
 	w.sendLocked()
@@ -117,9 +138,9 @@ func (w *wire) queuedLocked() (bytes, frames int) {
 
 // appendLocked adds m's frame (encoded here if Encode was not called on
 // it), to be sent by commitLocked; false once a write to the socket has
-// failed.
+// failed, or a close frame was sent.
 func (w *wire) appendLocked(m *hub.Message) bool {
-	if w.err != nil {
+	if w.err != nil || w.closeSent {
 		return false
 	}
 	if m.Wire != nil {
@@ -164,8 +185,8 @@ func (w *wire) failed() error {
 // sendLocked tries to send pending without blocking, and starts the flusher
 // with whatever the kernel would not take.
 func (w *wire) sendLocked() {
-	if w.flushing || len(w.pending) == 0 || w.err != nil {
-		return
+	if w.flushing || len(w.pending) == 0 || w.err != nil || w.raw == nil {
+		return // raw == nil: not hijacked yet (init)
 	}
 	if w.closed {
 		w.failLocked(net.ErrClosed)
@@ -248,5 +269,9 @@ func (w *wire) failLocked(err error) {
 	w.err = err
 	w.pending = nil
 	w.frames = 0
-	_ = w.closeLocked()
+	if w.markClosedLocked() {
+		// Under mu, as before the wire wrote to the descriptor itself: a
+		// failed write is rare, and the reader must end too.
+		_ = w.raw.Close()
+	}
 }

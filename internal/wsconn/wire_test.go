@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"net"
 	"os"
@@ -226,39 +227,79 @@ func TestWireNeverWritesToAClosedDescriptor(t *testing.T) {
 }
 
 // TestWireSendsWhatTheKernelRefused: frames the socket has no room for
-// wait in the wire and leave, in order, once the reader reads again.
+// wait in the wire and leave, in order and whole, once the reader reads
+// again.
 func TestWireSendsWhatTheKernelRefused(t *testing.T) {
 	s := socketPairs(t, 1)
+	// A small send buffer, so that the kernel refuses early on any host
+	// (Linux doubles it). The receive buffer stays as it is: a tiny one
+	// on loopback makes TCP wait for window probes.
+	if err := s.near[0].SetWriteBuffer(8 << 10); err != nil {
+		t.Fatal(err)
+	}
 	w := newWire(s.near[0], 5*time.Second)
-	frame := bytes.Repeat([]byte("y"), 60<<10)
-	sent := 0
-	for range 200 { // 12 MB: more than any socket buffer takes
+	const frames, size = 500, 1 << 10 // 500 KiB
+	var want []byte
+	for i := range frames {
+		f := bytes.Repeat([]byte{byte(i)}, size)
+		binary.BigEndian.PutUint32(f, uint32(i))
+		want = append(want, f...)
 		w.mu.Lock()
-		w.appendLocked(&hub.Message{Wire: frame})
+		w.appendLocked(&hub.Message{Wire: f})
 		w.commitLocked(1)
 		w.mu.Unlock()
-		sent += len(frame)
 	}
 	if bytes, _ := w.queued(); bytes == 0 {
-		t.Fatal("nothing waits in the wire: the kernel took 12 MB, so this tests nothing")
+		t.Fatal("nothing waits in the wire: the kernel took 500 KiB, so this tests nothing")
 	}
 	if err := syscall.SetNonblock(s.far[0], false); err != nil {
 		t.Fatal(err)
 	}
-	got := 0
-	for got < sent {
+	var got []byte
+	for len(got) < len(want) {
 		n, err := syscall.Read(s.far[0], s.buf)
 		if err != nil || n == 0 {
-			t.Fatalf("read after %d of %d bytes: %d, %v", got, sent, n, err)
+			t.Fatalf("read after %d of %d bytes: %d, %v", len(got), len(want), n, err)
 		}
-		for _, b := range s.buf[:n] {
-			if b != 'y' {
-				t.Fatalf("byte %d is %q", got, b)
+		got = append(got, s.buf[:n]...)
+	}
+	if !bytes.Equal(got, want) {
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("byte %d (frame %d) differs: %d, want %d", i, i/size, got[i], want[i])
 			}
 		}
-		got += n
 	}
 	if err := w.waitBelow(0); err != nil {
 		t.Fatal(err)
+	}
+	// And nothing more: the far end has no byte beyond them.
+	syscall.SetNonblock(s.far[0], true)
+	if n, err := syscall.Read(s.far[0], s.buf); n > 0 {
+		t.Errorf("%d bytes more than were written (%v)", n, err)
+	}
+}
+
+// TestWireSendsNothingAfterCloseFrame: once the library has written a
+// close frame (its echo of the client's, or a protocol error's), the
+// wire takes no data frame: nothing may follow a close (RFC 6455 §5.5.1).
+func TestWireSendsNothingAfterCloseFrame(t *testing.T) {
+	s := socketPairs(t, 1)
+	w := newWire(s.near[0], time.Second)
+	closeFrame := []byte{0x88, 0x02, 0x03, 0xe8} // 1000
+	if _, err := w.Write(closeFrame); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	took := w.appendLocked(liveMessage("c", 1))
+	w.commitLocked(b2i(took))
+	w.mu.Unlock()
+	if took {
+		t.Error("the wire took a data frame after the close frame")
+	}
+	time.Sleep(10 * time.Millisecond)
+	n, _ := syscall.Read(s.far[0], s.buf)
+	if got := s.buf[:max(n, 0)]; !bytes.Equal(got, closeFrame) {
+		t.Errorf("the client got % x, want only the close frame % x", got, closeFrame)
 	}
 }
