@@ -178,9 +178,7 @@ func (cl *wsClient) goLive(pos hub.Positions) {
 	}
 	cl.wire.commitLocked(n)
 	cl.wrote(n)
-	if len(pos) > 0 {
-		cl.pos = pos
-	}
+	cl.pos = pos // Deliver drops it once empty
 	cl.held, cl.heldBytes = nil, 0
 	cl.live = true
 }
@@ -311,11 +309,4 @@ func (h *Handler) pinger(cl *wsClient) *time.Timer {
 		t.Reset(every)
 	})
 	return t
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

@@ -162,7 +162,7 @@ func (w *wire) commitLocked(frames int) {
 func (w *wire) queued() (bytes, frames int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.pending), w.frames
+	return w.queuedLocked()
 }
 
 // waitBelow waits until at most n bytes are waiting, or a write failed.

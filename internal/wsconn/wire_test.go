@@ -77,6 +77,34 @@ func (s *sockets) drain(tb testing.TB) {
 	}
 }
 
+// eachRound drains the far ends, with the timer stopped, before write i
+// of a benchmark that writes to the sockets in turn, once each has had one.
+func (s *sockets) eachRound(b *testing.B, i int) {
+	if i%len(s.near) == 0 && i > 0 {
+		b.StopTimer()
+		s.drain(b)
+		b.StartTimer()
+	}
+}
+
+// fdOf returns c's descriptor.
+func fdOf(c *net.TCPConn) (fd int) {
+	rc, _ := c.SyscallConn()
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
+// deliver is a delivery of m as Deliver makes it: lock, append, commit.
+func deliver(w *wire, m *hub.Message) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	took := w.appendLocked(m)
+	if took {
+		w.commitLocked(1)
+	}
+	return took
+}
+
 // frame200 is the size of a 128-byte notification's frame; msg200 carries
 // it as an encoded message.
 var (
@@ -93,16 +121,11 @@ func BenchmarkSocketWrite(b *testing.B) {
 	s := socketPairs(b, 1000)
 	fds := make([]int, len(s.near))
 	for i, c := range s.near {
-		rc, _ := c.SyscallConn()
-		rc.Control(func(fd uintptr) { fds[i] = int(fd) })
+		fds[i] = fdOf(c)
 	}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		if i%len(fds) == 0 && i > 0 {
-			b.StopTimer()
-			s.drain(b)
-			b.StartTimer()
-		}
+		s.eachRound(b, i)
 		if n, err := syscall.Write(fds[i%len(fds)], frame200); n != len(frame200) {
 			b.Fatalf("write: %d, %v", n, err)
 		}
@@ -121,16 +144,8 @@ func BenchmarkWire(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		if i%len(wires) == 0 && i > 0 {
-			b.StopTimer()
-			s.drain(b)
-			b.StartTimer()
-		}
-		w := wires[i%len(wires)]
-		w.mu.Lock()
-		w.appendLocked(msg200)
-		w.commitLocked(1)
-		w.mu.Unlock()
+		s.eachRound(b, i)
+		deliver(wires[i%len(wires)], msg200)
 	}
 	b.StopTimer()
 	for _, w := range wires {
@@ -146,10 +161,7 @@ func TestWireWriteAllocatesNothing(t *testing.T) {
 	s := socketPairs(t, 1)
 	w := newWire(s.near[0], time.Second)
 	allocs := testing.AllocsPerRun(100, func() {
-		w.mu.Lock()
-		w.appendLocked(msg200)
-		w.commitLocked(1)
-		w.mu.Unlock()
+		deliver(w, msg200)
 	})
 	s.drain(t)
 	if allocs != 0 {
@@ -180,9 +192,7 @@ func TestWireNeverWritesToAClosedDescriptor(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close(); far.Close() })
-		rc, _ := c.(*net.TCPConn).SyscallConn()
-		rc.Control(func(f uintptr) { fd = int(f) })
-		return c.(*net.TCPConn), far, fd
+		return c.(*net.TCPConn), far, fdOf(c.(*net.TCPConn))
 	}
 
 	// The lowest free number is the one just freed: the next socket gets
@@ -208,10 +218,7 @@ func TestWireNeverWritesToAClosedDescriptor(t *testing.T) {
 		}
 	}
 
-	w.mu.Lock()
-	w.appendLocked(&hub.Message{Wire: []byte("not yours")})
-	w.commitLocked(1)
-	w.mu.Unlock()
+	deliver(w, &hub.Message{Wire: []byte("not yours")})
 	if w.failed() == nil {
 		t.Error("a delivery after the close did not fail")
 	}
@@ -244,10 +251,7 @@ func TestWireSendsWhatTheKernelRefused(t *testing.T) {
 		f := bytes.Repeat([]byte{byte(i)}, size)
 		binary.BigEndian.PutUint32(f, uint32(i))
 		want = append(want, f...)
-		w.mu.Lock()
-		w.appendLocked(&hub.Message{Wire: f})
-		w.commitLocked(1)
-		w.mu.Unlock()
+		deliver(w, &hub.Message{Wire: f})
 	}
 	if bytes, _ := w.queued(); bytes == 0 {
 		t.Fatal("nothing waits in the wire: the kernel took 500 KiB, so this tests nothing")
@@ -290,11 +294,7 @@ func TestWireSendsNothingAfterCloseFrame(t *testing.T) {
 	if _, err := w.Write(closeFrame); err != nil {
 		t.Fatal(err)
 	}
-	w.mu.Lock()
-	took := w.appendLocked(liveMessage("c", 1))
-	w.commitLocked(b2i(took))
-	w.mu.Unlock()
-	if took {
+	if deliver(w, liveMessage("c", 1)) {
 		t.Error("the wire took a data frame after the close frame")
 	}
 	time.Sleep(10 * time.Millisecond)
