@@ -43,6 +43,7 @@ type Config struct {
 	RedisPrefix  string // the relay's RELAY_PREFIX; required with RedisURL
 	Quiet        bool
 	CPUProfile   string // the tool's own CPU profile, to see what a client costs
+	QuickACK     bool   // readers acknowledge each read at once (the kernel's default)
 }
 
 const usageHead = `bench: load a pgrelay deployment and measure it.
@@ -105,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.RedisURL, "redis", "", "also subscribe to the relay's Redis channel PREFIX:ch:CHANNEL at this `URL` and report its latency: the relay and Redis, without edge")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "pgrelay", "the relay's key `prefix` (RELAY_PREFIX), for -redis")
 	fs.BoolVar(&c.Quiet, "q", false, "no progress lines on stderr")
+	fs.BoolVar(&c.QuickACK, "quickack", false, "readers acknowledge what they read at once, the kernel's default for a socket that only reads; by default they delay their TCP ACKs (TCP_QUICKACK off before each read), so that the ACKs, which a remote client's machine would send, leave the window in which the server is measured (epoll readers: plain TCP on Linux)")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write this tool's own CPU profile to `file` (go tool pprof), for the send window")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err

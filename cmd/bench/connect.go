@@ -59,7 +59,7 @@ func isSlow(i int, fraction float64) bool {
 func (b *bench) connectAll(ctx context.Context) {
 	cfg := b.cfg
 	b.clients = make([]*client, cfg.Clients)
-	if r, err := newReactors(runtime.GOMAXPROCS(0), cfg.Clients); err == nil {
+	if r, err := newReactors(runtime.GOMAXPROCS(0), cfg.Clients, !cfg.QuickACK); err == nil {
 		b.reactors = r
 	} else if r != nil || err != errNoReactor {
 		b.logf("epoll: %v; reading with a goroutine per connection", err)

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/coder/websocket"
 )
@@ -47,7 +50,7 @@ func TestReactorCoder(t *testing.T) {
 		}
 		return ws.Close(websocket.StatusTryAgainLater, "slow")
 	})
-	r, err := newReactors(1, 1)
+	r, err := newReactors(1, 1, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +122,7 @@ func TestReactorArrival(t *testing.T) {
 	// The frames arrive before attach sets the option on the client's
 	// socket: they are stamped only if the kernel stamps already.
 	stampingOn(t)
-	r, err := newReactors(1, 1)
+	r, err := newReactors(1, 1, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,4 +160,78 @@ func TestReactorArrival(t *testing.T) {
 	if arrMax >= readMin {
 		t.Errorf("arrival max %v not below read latency min %v", arrMax, readMin)
 	}
+}
+
+// TestDelayACK reads small writes with and without delayACK and looks at
+// the sender's socket right after each read: by default the read itself
+// acknowledges them (nothing stays unacknowledged); with delayACK the
+// ACK is left to the delayed-ACK timer, and still comes.
+func TestDelayACK(t *testing.T) {
+	t.Parallel()
+	for _, delay := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delay=%v", delay), func(t *testing.T) {
+			t.Parallel()
+			send, fd := stampedPair(t)
+			sfd := connFD(t, send)
+			buf, oob := make([]byte, 64), newOOB()
+			// A fresh connection acknowledges its first segments on
+			// arrival (quick-ACK mode): those rounds prove nothing.
+			unackedAfterRead := 0
+			for range 40 {
+				if delay {
+					delayACK(fd) // before the segment: it decides on arrival too
+				}
+				if _, err := send.Write([]byte("frame")); err != nil {
+					t.Fatal(err)
+				}
+				if delay {
+					delayACK(fd)
+				}
+				recvWait(t, fd, buf, oob)
+				if unacked(t, sfd) > 0 {
+					unackedAfterRead++
+				}
+				// The ACK comes in the end either way.
+				deadline := time.Now().Add(2 * time.Second)
+				for unacked(t, sfd) > 0 {
+					if time.Now().After(deadline) {
+						t.Fatal("the write was not acknowledged within 2s")
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			switch {
+			case !delay && unackedAfterRead > 0:
+				t.Errorf("%d of 40 reads left the write unacknowledged; the kernel's default acknowledges in the read", unackedAfterRead)
+			case delay && unackedAfterRead < 20:
+				t.Errorf("only %d of 40 reads left the write unacknowledged with delayACK", unackedAfterRead)
+			}
+		})
+	}
+}
+
+// connFD is c's socket, for getsockopt.
+func connFD(tb testing.TB, c net.Conn) int {
+	tb.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fd := -1
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
+// unacked is the number of segments fd has sent that are not yet
+// acknowledged (TCP_INFO).
+func unacked(tb testing.TB, fd int) uint32 {
+	tb.Helper()
+	var info syscall.TCPInfo
+	n := uint32(syscall.SizeofTCPInfo)
+	_, _, errno := syscall.Syscall6(syscall.SYS_GETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_INFO,
+		uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&n)), 0)
+	if errno != 0 {
+		tb.Fatal(errno)
+	}
+	return info.Unacked
 }

@@ -7,7 +7,7 @@ import "errors"
 // Without epoll, each reader has its goroutine (client.read).
 type reactors struct{}
 
-func newReactors(n, clients int) (*reactors, error) { return nil, errNoReactor }
+func newReactors(n, clients int, delayACKs bool) (*reactors, error) { return nil, errNoReactor }
 
 func (r *reactors) attach(c *client) (bool, error) { return false, nil }
 

@@ -37,13 +37,14 @@ type configJSON struct {
 	Sources      int      `json:"sources"`
 	Senders      int      `json:"senders"`
 	SlowFraction float64  `json:"slow_fraction"`
+	QuickACK     bool     `json:"quickack"`
 	EdgePIDs     []int    `json:"edge_pids,omitempty"`
 }
 
 func configOf(c Config) configJSON {
 	out := configJSON{Channel: c.Channel, Clients: c.Clients, Rate: c.Rate, Count: c.Count,
 		Payload: c.Payload, Ramp: c.Ramp, Sources: c.Sources, Senders: c.Senders,
-		SlowFraction: c.SlowFraction, EdgePIDs: c.EdgePIDs}
+		SlowFraction: c.SlowFraction, QuickACK: c.QuickACK, EdgePIDs: c.EdgePIDs}
 	for _, u := range c.Edges {
 		out.Edges = append(out.Edges, u.Redacted())
 	}
@@ -184,8 +185,12 @@ func writeTable(w io.Writer, r *Result) error {
 	c, m, l, e := r.Config, r.Messages, r.Latency, r.Edge
 	row("run", "%d clients × %g/s, %d notifications of %d B on %q, %d edge(s)", c.Clients, c.Rate, c.Count, c.Payload, c.Channel, len(c.Edges))
 	row("machine", "%d CPUs, %s, Linux %s, load %.2f → %.2f", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Kernel, r.Machine.LoadAvg1, r.Machine.LoadEnd)
-	row("connected", "%d of %d (%d reading, %d slow) in %.1fs; handshake p50 %.2f ms, p99 %.2f ms, max %.2f ms",
-		r.Clients.Connected, r.Clients.Requested, r.Clients.Readers, r.Clients.Slow, r.Clients.ConnectSeconds,
+	acks := "delayed"
+	if c.QuickACK {
+		acks = "at once"
+	}
+	row("connected", "%d of %d (%d reading, ACKs %s; %d slow) in %.1fs; handshake p50 %.2f ms, p99 %.2f ms, max %.2f ms",
+		r.Clients.Connected, r.Clients.Requested, r.Clients.Readers, acks, r.Clients.Slow, r.Clients.ConnectSeconds,
 		r.Clients.ConnectMS.P50, r.Clients.ConnectMS.P99, r.Clients.ConnectMS.Max)
 	for _, k := range sortedKeys(r.Clients.Errors) {
 		row("  dial errors", "%d× %s", r.Clients.Errors[k], k)
