@@ -145,3 +145,14 @@ func (b *bench) count() (readers, slow int) {
 	}
 	return readers, slow
 }
+
+// epollReaders returns how many readers an epoll set reads: only those
+// delay their ACKs (delayACK); the others read through a goroutine.
+func (b *bench) epollReaders() (n int) {
+	for _, c := range b.clients {
+		if c != nil && !c.slow && c.p != nil {
+			n++
+		}
+	}
+	return n
+}

@@ -62,6 +62,7 @@ type clientsJSON struct {
 	Requested      int            `json:"requested"`
 	Connected      int            `json:"connected"`
 	Readers        int            `json:"readers"`
+	EpollReaders   int            `json:"epoll_readers"` // read by an epoll set; with ACKs delayed unless -quickack
 	Slow           int            `json:"slow"`
 	Failed         int            `json:"failed"`
 	Errors         map[string]int `json:"errors,omitempty"`
@@ -185,10 +186,7 @@ func writeTable(w io.Writer, r *Result) error {
 	c, m, l, e := r.Config, r.Messages, r.Latency, r.Edge
 	row("run", "%d clients × %g/s, %d notifications of %d B on %q, %d edge(s)", c.Clients, c.Rate, c.Count, c.Payload, c.Channel, len(c.Edges))
 	row("machine", "%d CPUs, %s, Linux %s, load %.2f → %.2f", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Kernel, r.Machine.LoadAvg1, r.Machine.LoadEnd)
-	acks := "delayed"
-	if c.QuickACK {
-		acks = "at once"
-	}
+	acks := ackMode(c.QuickACK, r.Clients.Readers, r.Clients.EpollReaders)
 	row("connected", "%d of %d (%d reading, ACKs %s; %d slow) in %.1fs; handshake p50 %.2f ms, p99 %.2f ms, max %.2f ms",
 		r.Clients.Connected, r.Clients.Requested, r.Clients.Readers, acks, r.Clients.Slow, r.Clients.ConnectSeconds,
 		r.Clients.ConnectMS.P50, r.Clients.ConnectMS.P99, r.Clients.ConnectMS.Max)
@@ -277,4 +275,18 @@ func sortedKeys(m map[string]int) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// ackMode says how the readers acknowledged what they read: the readers
+// an epoll set reads delay their ACKs unless -quickack; the others (wss,
+// no epoll) acknowledge at once.
+func ackMode(quickACK bool, readers, epoll int) string {
+	switch {
+	case quickACK || epoll == 0:
+		return "at once"
+	case epoll >= readers:
+		return "delayed"
+	default:
+		return fmt.Sprintf("delayed on %d, at once on %d", epoll, readers-epoll)
+	}
 }

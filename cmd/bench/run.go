@@ -139,6 +139,7 @@ func (b *bench) do(ctx context.Context) (*Result, error) {
 	readers, slow := b.count()
 	res.Clients.Requested, res.Clients.Connected = cfg.Clients, readers+slow
 	res.Clients.Readers, res.Clients.Slow = readers, slow
+	res.Clients.EpollReaders = b.epollReaders()
 	res.Clients.Failed = cfg.Clients - readers - slow
 	res.Clients.Errors = b.dialErr
 	res.Clients.ConnectMS = quantilesMS(&b.connect)

@@ -157,6 +157,9 @@ func TestRunFakeEdge(t *testing.T) {
 		(a.Samples == 0 || a.Samples > l.Samples || a.P50 > l.P50 || a.Max > l.Max) {
 		t.Errorf("arrival %+v, latency %+v: want samples, each arrival no later than its read", a, l)
 	}
+	if runtime.GOOS == "linux" && c.EpollReaders != c.Readers {
+		t.Errorf("%d of %d readers on epoll sets; want all (ws://, Linux)", c.EpollReaders, c.Readers)
+	}
 	if s := res.Slow; s == nil || s.Clients != 3 || s.CutOff+s.StillConnected != 3 {
 		t.Errorf("slow %+v", s)
 	}
@@ -272,5 +275,23 @@ func TestParseEdges(t *testing.T) {
 	cfg, err := parseFlags([]string{"-rate", "50", "-duration", "3s"}, &bytes.Buffer{})
 	if err != nil || cfg.Count != 150 || !strings.HasPrefix(cfg.Channel, "bench_") {
 		t.Errorf("-rate 50 -duration 3s: count %d, channel %q, %v", cfg.Count, cfg.Channel, err)
+	}
+}
+
+// TestAckMode: the table says which readers delayed their ACKs.
+func TestAckMode(t *testing.T) {
+	for _, tc := range []struct {
+		quick          bool
+		readers, epoll int
+		want           string
+	}{
+		{false, 10, 10, "delayed"},
+		{true, 10, 10, "at once"},
+		{false, 10, 0, "at once"},
+		{false, 10, 7, "delayed on 7, at once on 3"},
+	} {
+		if got := ackMode(tc.quick, tc.readers, tc.epoll); got != tc.want {
+			t.Errorf("ackMode(%v, %d, %d) = %q, want %q", tc.quick, tc.readers, tc.epoll, got, tc.want)
+		}
 	}
 }
