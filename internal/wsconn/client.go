@@ -263,7 +263,9 @@ func (h *Handler) catchUp(cl *wsClient, pos hub.Positions, start []*hub.Message,
 		})
 		if err != nil {
 			if !errors.As(err, new(writeError)) {
-				h.log.Warn("replay failed", "channel", ch, "since", id, "err", err)
+				if n, ok := h.refusals.allow("replay_failed"); ok {
+					h.log.Warn("replay failed", "channel", ch, "since", id, "err", err, "suppressed", n)
+				}
 				cl.end("history_unavailable", websocket.StatusTryAgainLater, "history unavailable, reconnect later")
 			}
 			return false

@@ -261,7 +261,9 @@ func (h *Handler) serveWS(w http.ResponseWriter, r *http.Request, chans []string
 	})
 	if err != nil {
 		h.unsubscribe(sub)
-		h.log.Info("client refused", "reason", "bad_request", "msg", err.Error(), "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+		if n, ok := h.refusals.allow("bad_request"); ok {
+			h.log.Info("client refused", "reason", "bad_request", "msg", err.Error(), "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr, "suppressed", n)
+		}
 		h.opts.Observer.Refused("bad_request")
 		return // Accept has answered the request (403 for a foreign origin)
 	}
@@ -332,7 +334,10 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, chans []stri
 	sub, err := h.opts.Broker.Subscribe(ctx, chans, sink)
 	if err != nil {
 		h.slots.Add(-1)
-		h.log.Warn("subscribe failed", "channels", chans, "err", err)
+		if n, ok := h.refusals.allow("subscribe_failed"); ok {
+			// Every client retries while Redis is down: one line a second.
+			h.log.Warn("subscribe failed", "channels", chans, "err", err, "suppressed", n)
+		}
 		h.refuse(w, r, http.StatusServiceUnavailable, "unavailable", "subscription not ready")
 		return nil, expires, false
 	}

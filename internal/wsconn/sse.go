@@ -148,7 +148,9 @@ func (h *Handler) serveEvents(ctx context.Context, s *sseStream, c *conn, sub *h
 		})
 		if err != nil {
 			if ctx.Err() == nil && !errors.As(err, new(writeError)) {
-				h.log.Warn("replay failed", "channel", ch, "since", id, "err", err)
+				if n, ok := h.refusals.allow("replay_failed"); ok {
+					h.log.Warn("replay failed", "channel", ch, "since", id, "err", err, "suppressed", n)
+				}
 				_ = s.comment("history unavailable, reconnect later")
 				return "history_unavailable"
 			}
