@@ -243,3 +243,68 @@ func unacked(tb testing.TB, fd int) uint32 {
 	}
 	return info.Unacked
 }
+
+// TestReactorDelaysACKs: a reactor made to delay ACKs leaves its socket
+// in the kernel's ping-pong mode after a read (getsockopt TCP_QUICKACK
+// says 0 until the delayed-ACK timer fires, 40 ms or more later); one
+// made with -quickack never does.
+func TestReactorDelaysACKs(t *testing.T) {
+	t.Parallel()
+	const rounds = 5
+	for _, delay := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delay=%v", delay), func(t *testing.T) {
+			t.Parallel()
+			next := make(chan struct{})
+			u := wsServer(t, func(ctx context.Context, ws *websocket.Conn) error {
+				for i := range rounds {
+					select {
+					case <-next:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					p := appendPayload(nil, "r1", fmt.Sprint(i), time.Now().UnixNano(), 100)
+					m := fmt.Sprintf(`{"channel":"x","id":"%d","payload":"%s"}`, i+1, p)
+					if err := ws.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+						return err
+					}
+				}
+				<-ctx.Done()
+				return nil
+			})
+			r, err := newReactors(1, 1, delay)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.close()
+			c := newClient(0, false, rounds, "r1", &hist{}, &hist{})
+			c.conn = dialTest(t, u)
+			if ok, err := r.attach(c); !ok || err != nil {
+				t.Fatalf("attach: %v %v", ok, err)
+			}
+			pingPong := 0
+			for i := range rounds {
+				next <- struct{}{}
+				deadline := time.Now().Add(5 * time.Second)
+				for c.unique.Load() < uint64(i+1) {
+					if time.Now().After(deadline) {
+						t.Fatalf("frame %d not read", i)
+					}
+					time.Sleep(100 * time.Microsecond)
+				}
+				q, err := syscall.GetsockoptInt(c.fd, syscall.IPPROTO_TCP, syscall.TCP_QUICKACK)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if q == 0 {
+					pingPong++
+				}
+			}
+			switch {
+			case delay && pingPong == 0:
+				t.Errorf("no read of %d left the socket delaying its ACKs", rounds)
+			case !delay && pingPong > 0:
+				t.Errorf("%d of %d reads left the socket delaying its ACKs with -quickack", pingPong, rounds)
+			}
+		})
+	}
+}
