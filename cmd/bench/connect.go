@@ -132,8 +132,10 @@ func dialErrorKey(err error) string {
 	return err.Error()
 }
 
-// count returns how many readers and slow clients are connected.
-func (b *bench) count() (readers, slow int) {
+// count returns how many readers and slow clients are connected, and how
+// many of the readers an epoll set reads: only those delay their ACKs
+// (delayACK); the others read through a goroutine.
+func (b *bench) count() (readers, slow, epoll int) {
 	for _, c := range b.clients {
 		switch {
 		case c == nil:
@@ -141,18 +143,10 @@ func (b *bench) count() (readers, slow int) {
 			slow++
 		default:
 			readers++
+			if c.p != nil {
+				epoll++
+			}
 		}
 	}
-	return readers, slow
-}
-
-// epollReaders returns how many readers an epoll set reads: only those
-// delay their ACKs (delayACK); the others read through a goroutine.
-func (b *bench) epollReaders() (n int) {
-	for _, c := range b.clients {
-		if c != nil && !c.slow && c.p != nil {
-			n++
-		}
-	}
-	return n
+	return readers, slow, epoll
 }

@@ -136,10 +136,9 @@ func (b *bench) do(ctx context.Context) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	readers, slow := b.count()
+	readers, slow, epoll := b.count()
 	res.Clients.Requested, res.Clients.Connected = cfg.Clients, readers+slow
-	res.Clients.Readers, res.Clients.Slow = readers, slow
-	res.Clients.EpollReaders = b.epollReaders()
+	res.Clients.Readers, res.Clients.Slow, res.Clients.EpollReaders = readers, slow, epoll
 	res.Clients.Failed = cfg.Clients - readers - slow
 	res.Clients.Errors = b.dialErr
 	res.Clients.ConnectMS = quantilesMS(&b.connect)
@@ -288,7 +287,7 @@ func (b *bench) sync(ctx context.Context, n notifier, w int, limit time.Duration
 				got++
 			}
 		}
-		readers, _ := b.count()
+		readers, _, _ := b.count()
 		if got == readers || time.Now().After(deadline) || ctx.Err() != nil {
 			return got
 		}

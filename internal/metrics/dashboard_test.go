@@ -38,19 +38,21 @@ func TestDashboard(t *testing.T) {
 	if err := json.Unmarshal(raw, &dash); err != nil {
 		t.Fatal(err)
 	}
-	labels := map[string]map[string]bool{} // metric → its labels
+	// A query names a series: a family, or a histogram's _bucket, _sum or
+	// _count series of one.
+	family := map[string]string{}          // series → its family
+	labels := map[string]map[string]bool{} // family → its labels
 	for _, f := range gatherAll(t) {
-		names := map[string]bool{}
+		name, names := f.GetName(), map[string]bool{}
 		for _, m := range f.GetMetric() {
 			for _, l := range m.GetLabel() {
 				names[l.GetName()] = true
 			}
 		}
-		base := f.GetName()
-		labels[base] = names
+		labels[name], family[name] = names, name
 		if f.GetType().String() == "HISTOGRAM" {
 			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-				labels[base+suffix] = names
+				family[name+suffix] = name
 			}
 		}
 	}
@@ -67,12 +69,13 @@ func TestDashboard(t *testing.T) {
 				t.Errorf("panel %q: query %q names no pgrelay metric", p.Title, tg.Expr)
 			}
 			for _, name := range used {
-				seen[strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")] = true
-				have, ok := labels[name]
+				fam, ok := family[name]
 				if !ok {
 					t.Errorf("panel %q: %s is not a metric the binaries export", p.Title, name)
 					continue
 				}
+				seen[fam] = true
+				have := labels[fam]
 				for _, m := range byLabels.FindAllStringSubmatch(tg.Expr, -1) {
 					for _, l := range strings.Split(m[1], ",") {
 						if l = strings.TrimSpace(l); !scrapeLabels[l] && !have[l] {
@@ -89,9 +92,6 @@ func TestDashboard(t *testing.T) {
 	// Everything an operator watches has a panel: each family but the
 	// per-channel gauge (opt-in labels) and the incomplete-request count.
 	for name := range labels {
-		if strings.HasSuffix(name, "_bucket") || strings.HasSuffix(name, "_sum") || strings.HasSuffix(name, "_count") {
-			continue
-		}
 		if !strings.HasPrefix(name, "pgrelay_") || seen[name] {
 			continue
 		}
