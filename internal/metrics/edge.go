@@ -97,7 +97,7 @@ func (m *Edge) Disconnected(transport, reason string) {
 // Delivered implements wsconn.Observer: one message written to one client
 // (a replay, a position frame, an SSE event, a message held during
 // catch-up).
-func (m *Edge) Delivered(*hub.Message) {
+func (m *Edge) Delivered() {
 	m.delivered.Inc()
 }
 

@@ -59,8 +59,8 @@ func TestEdgeObserverCounts(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewEdge(reg, edgeSources(), []string{"data", "orders"})
 	now := time.Now()
-	m.Delivered(&hub.Message{Published: now.Add(-3 * time.Millisecond).UnixMicro()}) // a replay: counted, not timed
-	m.Written(5)                                                                     // what the fan-out wrote
+	m.Delivered() // a replay: counted, not timed
+	m.Written(5)  // what the fan-out wrote
 	// A batch of two live messages that reached clients: the one without
 	// a timestamp is not timed; nor is a batch no client had.
 	m.FannedOut([]*hub.Message{{Published: now.Add(-3 * time.Millisecond).UnixMicro()}, {}}, 5, now)

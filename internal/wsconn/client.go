@@ -152,7 +152,7 @@ func (cl *wsClient) writeNow(m *hub.Message) error {
 	if ok {
 		cl.wire.commitLocked(1)
 		cl.wrote(1)
-		cl.h.opts.Observer.Delivered(m)
+		cl.h.opts.Observer.Delivered()
 	}
 	cl.wire.mu.Unlock()
 	if !ok {
@@ -173,7 +173,7 @@ func (cl *wsClient) goLive(pos hub.Positions) {
 	for _, m := range cl.held {
 		if !cl.closing && pos.Live(m) && cl.wire.appendLocked(m) {
 			n++
-			cl.h.opts.Observer.Delivered(m)
+			cl.h.opts.Observer.Delivered()
 		}
 	}
 	cl.wire.commitLocked(n)

@@ -58,7 +58,7 @@ type Observer interface {
 	// Delivered counts one message written to a client, except
 	// those a WebSocket client writes in its Deliver: the hub reports those
 	// in bulk (hub.Options.Written).
-	Delivered(m *hub.Message)
+	Delivered()
 }
 
 type nopObserver struct{}
@@ -66,7 +66,7 @@ type nopObserver struct{}
 func (nopObserver) Refused(string)              {}
 func (nopObserver) Connected(string)            {}
 func (nopObserver) Disconnected(string, string) {}
-func (nopObserver) Delivered(*hub.Message)      {}
+func (nopObserver) Delivered()                  {}
 
 // Authorize decides whether r may read channels. It returns when the grant
 // expires (zero: never) or an error, which refuses the request before the

@@ -89,7 +89,7 @@ func (s *sseStream) send(m *hub.Message) error {
 	if err := s.flush(); err != nil {
 		return writeError{err}
 	}
-	s.h.opts.Observer.Delivered(m)
+	s.h.opts.Observer.Delivered()
 	return nil
 }
 
